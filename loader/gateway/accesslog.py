@@ -1,0 +1,43 @@
+"""An access log without query strings: the write key travels in the query, so it is never printed."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("loader.access")
+
+
+class AccessLog:
+    """Logs method, path (no query), status and milliseconds of each HTTP request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status: dict[str, Any] = {"code": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            client = scope.get("client")
+            log.info(
+                '%s "%s %s" %d %.1fms',
+                client[0] if client else "-",
+                scope.get("method", "-"),
+                scope.get("path", "-"),
+                status["code"],
+                (time.perf_counter() - started) * 1000,
+            )

@@ -1,0 +1,56 @@
+"""Write keys (query or Basic auth, RudderStack's rule) and Customer.io's request signatures."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+
+from starlette.requests import Request
+
+
+def write_key_from(request: Request) -> str | None:
+    """The write key: `writeKey` in the query, else the user name of HTTP Basic auth."""
+    key = request.query_params.get("writeKey")
+    if key:
+        return key
+    header = request.headers.get("authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user = decoded.partition(":")[0]
+    return user or None
+
+
+def signature(signing_key: str, timestamp: str, body: bytes) -> str:
+    """Customer.io's signature: hex HMAC-SHA256 of `v0:<timestamp>:<body>` keyed with the key's UTF-8."""
+    message = b"v0:" + timestamp.encode("utf-8") + b":" + body
+    return hmac.new(signing_key.encode("utf-8"), message, hashlib.sha256).hexdigest()
+
+
+def signature_ok(
+    signing_key: str,
+    timestamp: str | None,
+    given: str | None,
+    body: bytes,
+    max_age_s: int = 0,
+    now: float | None = None,
+) -> bool:
+    """True when `given` is the body's signature (constant-time) and, if asked, the timestamp is fresh."""
+    if not timestamp or not given:
+        return False
+    if max_age_s > 0:
+        try:
+            sent = int(timestamp)
+        except ValueError:
+            return False
+        if abs((time.time() if now is None else now) - sent) > max_age_s:
+            return False
+    expected = signature(signing_key, timestamp, body)
+    return hmac.compare_digest(expected.encode(), given.strip().lower().encode("utf-8", "replace"))

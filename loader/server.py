@@ -1,0 +1,89 @@
+"""`loader serve`: the gateway (uvicorn) in this process and the lander in a child process.
+
+Landing runs in its own process so that warehouse work never shares the gateway's GIL: measured here,
+a lander thread inside the web process cut throughput by a fifth and multiplied p99 latency.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from multiprocessing.synchronize import Event
+
+import uvicorn
+
+from loader import logs
+from loader.errors import TransientError
+from loader.lander import Backoff
+from loader.process import die_with_parent
+from loader.service import make_lander, migrate_all, services
+from loader.settings import Settings
+
+log = logging.getLogger("loader.lander")
+
+ARCHIVE_PURGE_EVERY_S = 3600.0
+
+
+def lander_loop(settings: Settings, stop: Event) -> None:
+    """Land staged bodies until told to stop or the parent dies; never gives up on a transient error."""
+    die_with_parent()
+    logs.setup(settings.log_json)
+    parent = os.getppid()
+    with services(settings) as (staging, warehouse):
+        freed = staging.release_dead_claims()
+        if freed:
+            log.info("freed %d claims of landers that died", freed)
+        lander = make_lander(settings, staging, warehouse)
+        backoff = Backoff(first=0.1, cap=5.0)
+        next_purge = time.monotonic()
+        while not stop.is_set() and os.getppid() == parent:
+            try:
+                result = lander.run_once()
+            except TransientError as exc:
+                wait = backoff.next()
+                log.warning("landing failed (%s); retrying in %.1fs", exc, wait)
+                stop.wait(wait)
+                continue
+            except Exception:
+                wait = backoff.next()
+                log.exception("lander error; retrying in %.1fs", wait)
+                stop.wait(wait)
+                continue
+            backoff.reset()
+            for schema, rows in result.per_source.items():
+                log.info("landed batch schema=%s rows=%d ms=%.1f", schema, rows, result.millis)
+            if settings.archive_retention_days > 0 and time.monotonic() >= next_purge:
+                staging.purge_archive(settings.archive_retention_days * 86400.0)
+                next_purge = time.monotonic() + ARCHIVE_PURGE_EVERY_S
+            if result.claimed < lander.batch_size:
+                stop.wait(settings.flush_interval_s)
+
+
+def start_lander(settings: Settings) -> tuple[multiprocessing.process.BaseProcess, Event]:
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    proc = ctx.Process(target=lander_loop, args=(settings, stop), name="loader-lander", daemon=True)
+    proc.start()
+    return proc, stop
+
+
+def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
+    """Migrate, start the lander, serve HTTP until interrupted, then stop the lander cleanly."""
+    logs.setup(settings.log_json)
+    migrate_all(settings)
+    proc, stop = start_lander(settings)
+    try:
+        config = dict(host=host, port=port, access_log=False, log_config=None, timeout_keep_alive=5)
+        if workers > 1:
+            uvicorn.run("loader.gateway.asgi:app", workers=workers, **config)  # type: ignore[arg-type]
+        else:
+            from loader.gateway.app import create_app
+
+            uvicorn.run(create_app(settings), **config)  # type: ignore[arg-type]
+    finally:
+        stop.set()
+        proc.join(timeout=15)
+        if proc.is_alive():
+            proc.terminate()

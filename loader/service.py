@@ -1,0 +1,175 @@
+"""Library calls behind the command line: each command of SPEC §3 is one function here."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from loader.catalogue import DISCARDS_TABLE
+from loader.errors import ConfigError, SourceExistsError
+from loader.lander import BatchResult, Lander
+from loader.naming import qualified, schema_name
+from loader.settings import Settings
+from loader.staging import LANDED, PENDING, QUARANTINED, Staging
+from loader.staging.sources import Source, add_source, find_source, load_sources
+from loader.warehouse.engine import dialect_of, make_warehouse_engine, retry_busy
+from loader.warehouse.migrate import upgrade
+from loader.warehouse.writer import writer_for
+
+log = logging.getLogger("loader")
+
+
+def open_staging(settings: Settings) -> Staging:
+    settings.ensure_data_dir()
+    staging = Staging(settings.staging_url)
+    staging.create()
+    return staging
+
+
+@contextmanager
+def services(settings: Settings) -> Iterator[tuple[Staging, Engine]]:
+    """Staging and the warehouse engine, disposed of afterwards."""
+    staging = open_staging(settings)
+    warehouse = make_warehouse_engine(settings.warehouse_url)
+    try:
+        yield staging, warehouse
+    finally:
+        staging.dispose()
+        warehouse.dispose()
+
+
+@dataclass(frozen=True)
+class Added:
+    source: Source
+    write_key: str
+
+
+def source_add(
+    settings: Settings,
+    name: str,
+    write_key: str | None = None,
+    signing_key: str | None = None,
+    schema: str | None = None,
+) -> Added:
+    """Register a source and create its schema at the newest revision."""
+    target = schema or schema_name(name, dialect_of(settings.warehouse_url))
+    with services(settings) as (staging, warehouse):
+        for existing in load_sources(staging):
+            if existing.name == name or existing.schema == target:
+                raise SourceExistsError(f"source {existing.name!r} already uses that name or schema {target!r}")
+        upgrade(warehouse, target)
+        source, key = add_source(staging, name, target, write_key, signing_key)
+    return Added(source, key)
+
+
+def migrate_all(settings: Settings) -> list[str]:
+    """Upgrade every source's schema to the newest revision; idempotent."""
+    with services(settings) as (staging, warehouse):
+        schemas = [s.schema for s in load_sources(staging)]
+        for schema in schemas:
+            upgrade(warehouse, schema)
+    return schemas
+
+
+def make_lander(settings: Settings, staging: Staging, warehouse: Engine) -> Lander:
+    return Lander(staging, writer_for(warehouse), settings.batch_size, settings.claim_lease_s)
+
+
+def flush(
+    settings: Settings, on_batch: Callable[[BatchResult], None] | None = None, max_wait_s: float = 60.0
+) -> int:
+    """Land everything staged so far; returns how many rows were added."""
+    with services(settings) as (staging, warehouse):
+        staging.release_dead_claims()
+        return make_lander(settings, staging, warehouse).drain(on_batch, max_wait_s)
+
+
+def query(settings: Settings, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run read-only SQL on the warehouse; retries briefly while the lander holds a DuckDB file."""
+    read_only = dialect_of(settings.warehouse_url) == "duckdb"
+    engine = make_warehouse_engine(settings.warehouse_url, read_only=read_only)
+
+    def run() -> tuple[list[str], list[tuple[Any, ...]]]:
+        with engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SET TRANSACTION READ ONLY"))
+            result = conn.exec_driver_sql(sql)
+            if not result.returns_rows:
+                return [], []
+            columns = list(result.keys())
+            rows = [tuple(r) for r in result.fetchall()]
+            conn.rollback()
+            return columns, rows
+
+    try:
+        return retry_busy(run)
+    finally:
+        engine.dispose()
+
+
+def status(settings: Settings) -> list[dict[str, Any]]:
+    """Per source: backlog, landed, last landing, quarantined, discards."""
+    with services(settings) as (staging, warehouse):
+        counts = staging.counts()
+        last = staging.last_landed()
+        rows = []
+        for source in load_sources(staging):
+            c = counts.get(source.id, {})
+            rows.append(
+                {
+                    "source": source.name,
+                    "schema": source.schema,
+                    "key_prefix": source.key_prefix,
+                    "staged_backlog": c.get(PENDING, 0),
+                    "landed": c.get(LANDED, 0),
+                    "last_landing": _iso(last.get(source.id)),
+                    "quarantined": c.get(QUARANTINED, 0),
+                    "discards": _count_discards(warehouse, source.schema),
+                }
+            )
+    return rows
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds")
+
+
+def _count_discards(warehouse: Engine, schema: str) -> int | None:
+    def run() -> int:
+        with warehouse.connect() as conn:
+            return int(conn.execute(text(f"SELECT count(*) FROM {qualified(schema, DISCARDS_TABLE)}")).scalar_one())
+
+    try:
+        return retry_busy(run, timeout_s=5.0)
+    except Exception:
+        return None
+
+
+def replay(settings: Settings, source_name: str, since: float | None, until: float | None) -> int:
+    """Queue a source's archived bodies (optionally a time range) to land again through today's transform."""
+    with services(settings) as (staging, _):
+        source = find_source(staging, source_name)
+        return staging.mark_for_replay(source.id, since, until)
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, every_s: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every_s)
+    return predicate()
+
+
+def require_source(staging: Staging, name: str) -> Source:
+    try:
+        return find_source(staging, name)
+    except Exception as exc:
+        raise ConfigError(str(exc)) from None

@@ -1,0 +1,92 @@
+"""One frozen settings object, built from the environment (and an optional .env file) once, at the edge."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from loader.errors import ConfigError
+
+
+def _redact_url(url: str) -> str:
+    """Hide a password in a SQLAlchemy URL, for repr and logs."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable url>"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the loader reads from its environment; secrets never appear in repr."""
+
+    data_dir: Path
+    warehouse_url: str = field(repr=False)
+    staging_url: str = field(repr=False)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 4_096_000
+    signature_max_age_s: int = 0
+    batch_size: int = 5000
+    flush_interval_s: float = 0.2
+    claim_lease_s: float = 60.0
+    archive_retention_days: int = 0
+    log_json: bool = False
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(data_dir={str(self.data_dir)!r}, warehouse={_redact_url(self.warehouse_url)!r}, "
+            f"staging={_redact_url(self.staging_url)!r}, host={self.host!r}, port={self.port})"
+        )
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, env_file: str | None = ".env") -> Settings:
+        """Build settings from variables; a .env file fills in what the environment lacks."""
+        env: dict[str, str] = {}
+        if env_file and Path(env_file).is_file():
+            env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        env.update(os.environ if environ is None else environ)
+        data_dir = Path(env.get("LOADER_DATA_DIR", "./data")).expanduser().resolve()
+        return cls(
+            data_dir=data_dir,
+            warehouse_url=env.get("LOADER_WAREHOUSE_URL") or f"duckdb:///{data_dir / 'warehouse.duckdb'}",
+            staging_url=env.get("LOADER_STAGING_URL") or f"sqlite:///{data_dir / 'staging.sqlite3'}",
+            host=env.get("LOADER_HOST", "127.0.0.1"),
+            port=_int(env, "LOADER_PORT", 8080),
+            max_body_bytes=_int(env, "LOADER_MAX_BODY_BYTES", 4_096_000),
+            signature_max_age_s=_int(env, "LOADER_SIGNATURE_MAX_AGE_S", 0),
+            batch_size=_int(env, "LOADER_BATCH_SIZE", 5000),
+            flush_interval_s=_float(env, "LOADER_FLUSH_INTERVAL_S", 0.2),
+            claim_lease_s=_float(env, "LOADER_CLAIM_LEASE_S", 60.0),
+            archive_retention_days=_int(env, "LOADER_ARCHIVE_RETENTION_DAYS", 0),
+            log_json=env.get("LOADER_LOG_JSON", "").lower() in ("1", "true", "yes"),
+        )
+
+    def ensure_data_dir(self) -> None:
+        """Create the data folder that the embedded defaults live in."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None

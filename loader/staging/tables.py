@@ -1,0 +1,50 @@
+"""The staging database's tables. Created with create_all: staging is ours, not the analysts'."""
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+sources = Table(
+    "loader_sources",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("schema_name", String(127), nullable=False, unique=True),
+    Column("write_key_hash", String(64), nullable=False, unique=True),
+    Column("key_prefix", String(16), nullable=False),
+    Column("signing_key", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+)
+
+staged = Table(
+    "loader_staged",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("source_id", String(36), nullable=False),
+    Column("message_id", String(36), nullable=False, unique=True),
+    Column("received_at", Float, nullable=False),
+    Column("request_ip", String(64), nullable=True),
+    Column("body", LargeBinary, nullable=False),
+    Column("state", SmallInteger, nullable=False, default=0),
+    Column("reason", Text, nullable=True),
+    Column("replay", Boolean, nullable=False, default=False),
+    Column("claim_token", String(96), nullable=True),
+    Column("claimed_until", Float, nullable=True),
+    Column("landed_at", Float, nullable=True),
+    Index("ix_loader_staged_state_seq", "state", "seq"),
+    Index("ix_loader_staged_source_received", "source_id", "received_at"),
+    Index("ix_loader_staged_claim", "claim_token"),
+)

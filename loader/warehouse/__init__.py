@@ -1,0 +1,1 @@
+"""The warehouse: table definitions, one writer per dialect behind one interface, migrations, queries."""

@@ -1,0 +1,10 @@
+"""Alembic has no DuckDB implementation; DuckDB speaks PostgreSQL-like DDL with transactions, so the default does."""
+
+from alembic.ddl.impl import DefaultImpl
+
+
+class AlembicDuckDBImpl(DefaultImpl):
+    """Registers DuckDB with Alembic (the subclass hook does the registering)."""
+
+    __dialect__ = "duckdb"
+    transactional_ddl = True

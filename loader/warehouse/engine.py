@@ -1,0 +1,56 @@
+"""Warehouse engines. DuckDB is opened per use (NullPool) so the file is held only while we land."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from loader.errors import WarehouseBusy
+
+T = TypeVar("T")
+
+
+def dialect_of(url: str) -> str:
+    return make_url(url).get_backend_name()
+
+
+def make_warehouse_engine(url: str, read_only: bool = False) -> Engine:
+    """An engine for the warehouse; DuckDB files are created on first use and never pooled."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "duckdb":
+        if parsed.database and parsed.database != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
+        args = {"read_only": True} if read_only else {}
+        return create_engine(url, poolclass=NullPool, connect_args=args)
+    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+
+
+def is_lock_conflict(exc: BaseException) -> bool:
+    """True when DuckDB refused the file because another process holds it."""
+    text = str(exc)
+    return "Could not set lock" in text or "Conflicting lock" in text or "database is locked" in text
+
+
+def retry_busy(fn: Callable[[], T], timeout_s: float = 15.0, first_wait_s: float = 0.02) -> T:
+    """Run fn, trying again while the DuckDB file is held by another process."""
+    deadline = time.monotonic() + timeout_s
+    wait = first_wait_s
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_lock_conflict(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise WarehouseBusy(
+                    "the warehouse file is held by another process (an open DuckDB session?); "
+                    "close it or try again"
+                ) from exc
+            time.sleep(wait)
+            wait = min(wait * 1.5, 0.25)
