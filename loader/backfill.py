@@ -33,8 +33,12 @@ def backfill(settings: Settings, path: str, source_name: str, progress: bool = T
     """Stage every line of `path` for the source, then land; a progress bar shows both steps."""
     result = BackfillResult()
     size = os.path.getsize(path)
-    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-               TimeRemainingColumn()]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeRemainingColumn(),
+    ]
     with services(settings) as (staging, _), Progress(*columns, disable=not progress) as bar:
         source = require_source(staging, source_name)
         reading = bar.add_task("staging", total=size)
@@ -49,8 +53,17 @@ def backfill(settings: Settings, path: str, source_name: str, progress: bool = T
                 result.lines += 1
                 body, reason = parse_object(raw)
                 result.quarantined += body is None
-                chunk.append(Incoming(source.id, message_id(source.id, body, raw), now, None, raw,
-                                      QUARANTINED if body is None else 0, reason))
+                chunk.append(
+                    Incoming(
+                        source.id,
+                        message_id(source.id, body, raw),
+                        now,
+                        None,
+                        raw,
+                        QUARANTINED if body is None else 0,
+                        reason,
+                    )
+                )
                 if len(chunk) >= CHUNK:
                     staging.append(chunk)
                     chunk = []

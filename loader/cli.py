@@ -40,6 +40,17 @@ def cmd_source_add(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    demo = service.ensure_demo_source(settings)
+    if demo is None:
+        print("sources exist already; `loader source list` shows them")
+        return 0
+    name, key = demo
+    print(f"demo source {name!r}: post Customer.io webhooks to")
+    print(f"  http://{settings.host}:{settings.port}/v1/webhook?writeKey={key}")
+    return 0
+
+
 def cmd_source_list(settings: Settings, args: argparse.Namespace) -> int:
     rows = service.status(settings)
     if args.json:
@@ -47,8 +58,17 @@ def cmd_source_list(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     _print_table(
         ["source", "schema", "key", "staged", "landed", "quarantined"],
-        [[r["source"], r["schema"], r["key_prefix"] + "…", r["staged_backlog"], r["landed"], r["quarantined"]]
-         for r in rows],
+        [
+            [
+                r["source"],
+                r["schema"],
+                r["key_prefix"] + "…",
+                r["staged_backlog"],
+                r["landed"],
+                r["quarantined"],
+            ]
+            for r in rows
+        ],
     )
     return 0
 
@@ -131,8 +151,10 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     from loader.backfill import backfill
 
     result = backfill(settings, args.file, args.source, progress=not args.quiet)
-    print(f"read {result.lines} line(s): staged {result.staged}, quarantined {result.quarantined}; "
-          f"landed {result.landed} new row(s)")
+    print(
+        f"read {result.lines} line(s): staged {result.staged}, quarantined {result.quarantined}; "
+        f"landed {result.landed} new row(s)"
+    )
     return 0
 
 
@@ -140,15 +162,22 @@ def cmd_quarantine(settings: Settings, args: argparse.Namespace) -> int:
     with service.services(settings) as (staging, _):
         rows = staging.quarantined(limit=args.limit)
     items = [
-        {"seq": r["seq"], "source_id": r["source_id"], "received_at": service._iso(r["received_at"]),
-         "reason": r["reason"], "body": r["body"][:200].decode("utf-8", "replace")}
+        {
+            "seq": r["seq"],
+            "source_id": r["source_id"],
+            "received_at": service._iso(r["received_at"]),
+            "reason": r["reason"],
+            "body": r["body"][:200].decode("utf-8", "replace"),
+        }
         for r in rows
     ]
     if args.json:
         print(_json(items))
     else:
-        _print_table(["seq", "received_at", "reason", "body"],
-                     [[i["seq"], i["received_at"], i["reason"], i["body"]] for i in items])
+        _print_table(
+            ["seq", "received_at", "reason", "body"],
+            [[i["seq"], i["received_at"], i["reason"], i["body"]] for i in items],
+        )
     return 0
 
 
@@ -156,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loader", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    source = sub.add_parser("source", help="register and list sources").add_subparsers(dest="action", required=True)
+    source = sub.add_parser("source", help="register and list sources").add_subparsers(
+        dest="action", required=True
+    )
     add = source.add_parser("add", help="register a source and create its schema")
     add.add_argument("name")
     add.add_argument("--write-key")
@@ -168,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     lst.set_defaults(fn=cmd_source_list)
 
     sub.add_parser("migrate", help="upgrade every source's schema").set_defaults(fn=cmd_migrate)
+    sub.add_parser("demo", help="create a demo source if there is none; print its webhook URL").set_defaults(
+        fn=cmd_demo
+    )
 
     serve = sub.add_parser("serve", help="gateway and lander in one command")
     serve.add_argument("--host")
@@ -176,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(fn=cmd_serve)
 
     flush = sub.add_parser("flush", help="land everything staged so far, then exit")
-    flush.add_argument("--max-wait", type=float, default=60.0, help="seconds to keep retrying a busy warehouse")
+    flush.add_argument(
+        "--max-wait", type=float, default=60.0, help="seconds to keep retrying a busy warehouse"
+    )
     flush.set_defaults(fn=cmd_flush)
 
     transform = sub.add_parser("transform", help="one webhook body on stdin -> the event on stdout")

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from loader.errors import TransientError
 from loader.staging import Staged, Staging
 from loader.staging.sources import Source, load_sources
 from loader.transform import Receipt, Rows, to_event, to_rows
+from loader.transform.event import loads_exact
 from loader.warehouse.engine import is_lock_conflict
 from loader.warehouse.writer import SchemaBatch, Writer
 
@@ -38,8 +37,8 @@ class BatchResult:
 def body_rows(staged: Staged, source: Source) -> Rows | None:
     """A staged body as warehouse rows; None for a body that is not one JSON object."""
     try:
-        body = orjson.loads(staged.body)
-    except orjson.JSONDecodeError:
+        body = loads_exact(staged.body)
+    except ValueError:
         return None
     if not isinstance(body, dict):
         return None

@@ -34,8 +34,16 @@ def _strcase_snake(s: str) -> str:
         low = ch.lower() if is_cap else ch
         if i + 1 < len(s):
             nxt = s[i + 1]
-            n_cap, n_low, n_num = nxt.isascii() and nxt.isupper(), nxt.isascii() and nxt.islower(), nxt.isdigit()
-            if (is_cap and (n_low or n_num)) or (is_low and (n_cap or n_num)) or (is_num and (n_cap or n_low)):
+            n_cap, n_low, n_num = (
+                nxt.isascii() and nxt.isupper(),
+                nxt.isascii() and nxt.islower(),
+                nxt.isdigit(),
+            )
+            if (
+                (is_cap and (n_low or n_num))
+                or (is_low and (n_cap or n_num))
+                or (is_num and (n_cap or n_low))
+            ):
                 if is_cap and n_low and i > 0 and s[i - 1].isascii() and s[i - 1].isupper():
                     out.append("_")
                 out.append(low)
@@ -48,7 +56,7 @@ def _strcase_snake(s: str) -> str:
 
 @lru_cache(maxsize=4096)
 def schema_name(source_name: str, dialect: str = "duckdb") -> str:
-    """A source name made into a schema name: `Customer IO Prod` -> `customer_io_prod`, `9mega` -> `_9_mega`."""
+    """A source name made a schema name: `Customer IO Prod` -> `customer_io_prod`, `9mega` -> `_9_mega`."""
     runs = _ALNUM_RUN.findall(source_name)
     name = _strcase_snake("_".join(runs))
     if name and name[0].isdigit():

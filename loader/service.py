@@ -63,10 +63,32 @@ def source_add(
     with services(settings) as (staging, warehouse):
         for existing in load_sources(staging):
             if existing.name == name or existing.schema == target:
-                raise SourceExistsError(f"source {existing.name!r} already uses that name or schema {target!r}")
+                raise SourceExistsError(
+                    f"source {existing.name!r} already uses that name or schema {target!r}"
+                )
         upgrade(warehouse, target)
         source, key = add_source(staging, name, target, write_key, signing_key)
     return Added(source, key)
+
+
+DEMO_SOURCE = "Customer IO Demo"
+DEMO_KEY_FILE = "demo-write-key"
+
+
+def ensure_demo_source(settings: Settings) -> tuple[str, str] | None:
+    """For `make run`: create a demo source when there is none, and keep its key (mode 600) in the
+    data folder so every `make run` can print the URL. (name, key), or None when other sources exist."""
+    key_file = settings.data_dir / DEMO_KEY_FILE
+    with services(settings) as (staging, _):
+        names = [s.name for s in load_sources(staging)]
+    if names and (DEMO_SOURCE not in names or not key_file.exists()):
+        return None
+    if DEMO_SOURCE in names:
+        return DEMO_SOURCE, key_file.read_text().strip()
+    added = source_add(settings, DEMO_SOURCE)
+    key_file.touch(mode=0o600)
+    key_file.write_text(added.write_key + "\n")
+    return DEMO_SOURCE, added.write_key
 
 
 def migrate_all(settings: Settings) -> list[str]:
@@ -144,7 +166,9 @@ def _iso(epoch: float | None) -> str | None:
 def _count_discards(warehouse: Engine, schema: str) -> int | None:
     def run() -> int:
         with warehouse.connect() as conn:
-            return int(conn.execute(text(f"SELECT count(*) FROM {qualified(schema, DISCARDS_TABLE)}")).scalar_one())
+            return int(
+                conn.execute(text(f"SELECT count(*) FROM {qualified(schema, DISCARDS_TABLE)}")).scalar_one()
+            )
 
     try:
         return retry_busy(run, timeout_s=5.0)

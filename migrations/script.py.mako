@@ -7,7 +7,7 @@ Create Date: ${create_date}
 
 from alembic import op
 
-from migrations.helpers import target_schema
+from loader.warehouse.revisions import target_schema
 
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}

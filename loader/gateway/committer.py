@@ -6,6 +6,7 @@ Each request waits for the commit that holds its body, so a 200 always means "on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from loader.staging import Incoming, Staging
@@ -34,10 +35,8 @@ class Committer:
         while self._pending:
             await self._commit_some()
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
 
     @property
     def alive(self) -> bool:

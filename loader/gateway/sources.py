@@ -7,10 +7,13 @@ restart while a flood of wrong keys cannot hammer the database.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from loader.staging import Staging
 from loader.staging.sources import Source, hash_key, load_sources
+
+log = logging.getLogger("loader.gateway")
 
 
 class SourceCache:
@@ -47,5 +50,5 @@ class SourceCache:
             await asyncio.sleep(every_s)
             try:
                 await self.refresh()
-            except Exception:  # staging briefly unreachable: keep the last known sources
-                continue
+            except Exception as exc:  # staging briefly unreachable: keep the last known sources
+                log.warning("could not refresh sources: %s", exc)

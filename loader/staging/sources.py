@@ -85,9 +85,7 @@ def load_sources(staging: Staging) -> list[Source]:
     """Every registered source, oldest first."""
     with staging.engine.connect() as conn:
         rows = conn.execute(select(sources).order_by(sources.c.created_at)).all()
-    return [
-        Source(r.id, r.name, r.schema_name, r.key_prefix, r.write_key_hash, r.signing_key) for r in rows
-    ]
+    return [Source(r.id, r.name, r.schema_name, r.key_prefix, r.write_key_hash, r.signing_key) for r in rows]
 
 
 def find_source(staging: Staging, name: str) -> Source:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +42,20 @@ _DATA_PROPERTIES: tuple[tuple[str, str], ...] = (
     ("inboundEventId", "inbound_event_id"),
     ("triggerEventId", "trigger_event_id"),
 )
+
+
+_LONG_INTEGER = re.compile(rb"\d{19,}")
+
+
+def loads_exact(raw: bytes) -> Any:
+    """Parse JSON fast (orjson); where an integer is too long for 64 bits, parse again exactly (stdlib),
+    so a value that does not fit its column is kept with its true digits."""
+    import orjson
+
+    value = orjson.loads(raw)
+    if _LONG_INTEGER.search(raw):
+        value = json.loads(raw)
+    return value
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ Values that do not fit their column land as NULL there and as a `rudder_discards
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -51,7 +52,13 @@ class Rows:
 
 
 def _text(value: Any) -> str:
-    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = orjson.dumps(value).decode()
+        except TypeError:  # integers past 64 bits: the stdlib writes them exactly
+            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     # PostgreSQL text cannot hold NUL; replace it the same way on every warehouse.
     return text.replace("\x00", "\ufffd")
 
@@ -134,9 +141,7 @@ def to_rows(event: dict[str, Any], source_id: str = "", source_type: str = "cust
     def fit(column: str, value: Any, where: str) -> Any:
         fitted, reason = coerce(kinds[column], value)
         if reason is not None:
-            discards.append(
-                Discard(where, raw_track["id"], column, _text(value), received_at, reason)
-            )
+            discards.append(Discard(where, raw_track["id"], column, _text(value), received_at, reason))
         return fitted
 
     track = {c: (v if isinstance(v, datetime) else fit(c, v, TRACKS_TABLE)) for c, v in raw_track.items()}
@@ -145,8 +150,9 @@ def to_rows(event: dict[str, Any], source_id: str = "", source_type: str = "cust
         if column in _PROPERTY_KINDS:
             row[column] = fit(column, value, table)
         else:
-            discards.append(Discard(table, raw_track["id"], column, _text(value), received_at,
-                                    "no such column"))
+            discards.append(
+                Discard(table, raw_track["id"], column, _text(value), received_at, "no such column")
+            )
     # A misfit in a tracks column is the same misfit in the event table: record it for both.
     discards += [
         Discard(table, d.row_id, d.column_name, d.column_value, d.received_at, d.reason)

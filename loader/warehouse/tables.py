@@ -15,12 +15,12 @@ from loader.catalogue import (
     EVENT_NAMES,
     EVENT_TABLE_COLUMNS,
     JSON,
+    SUBSCRIPTION_PREFERENCES,
     TEXT,
     TIMESTAMP,
     TRACKS_COLUMNS,
     TRACKS_TABLE,
     UNKNOWN_EVENT,
-    SUBSCRIPTION_PREFERENCES,
 )
 from loader.naming import is_safe, table_name
 

@@ -105,7 +105,9 @@ class DuckDBWriter(Writer):
         assert raw is not None
         raw.register("_loader_ids", pa.table({"id": pa.array(ids, pa.string())}))
         try:
-            sql = f"SELECT t.id FROM {qualified(schema, TRACKS_TABLE)} t SEMI JOIN _loader_ids b ON t.id = b.id"
+            sql = (
+                f"SELECT t.id FROM {qualified(schema, TRACKS_TABLE)} t SEMI JOIN _loader_ids b ON t.id = b.id"
+            )
             return {row[0] for row in raw.execute(sql).fetchall()}
         finally:
             raw.unregister("_loader_ids")

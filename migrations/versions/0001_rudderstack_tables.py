@@ -17,7 +17,7 @@ from loader.catalogue import (
     UNKNOWN_EVENT,
 )
 from loader.naming import table_name
-from migrations.helpers import create_table, is_postgres, target_schema
+from loader.warehouse.revisions import create_table, is_postgres, target_schema
 
 revision = "0001"
 down_revision = None
@@ -44,5 +44,3 @@ def downgrade() -> None:
         op.drop_table(table_name(name), schema=schema)
     op.drop_table(DISCARDS_TABLE, schema=schema)
     op.drop_table(TRACKS_TABLE, schema=schema)
-
-

@@ -20,8 +20,8 @@ from loader.catalogue import (
     UNKNOWN_EVENT,
 )
 from loader.naming import table_name
+from loader.warehouse.revisions import create_table, target_schema
 from loader.warehouse.tables import sql_type
-from migrations.helpers import create_table, target_schema
 
 revision = "0002"
 down_revision = "0001"

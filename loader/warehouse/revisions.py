@@ -1,4 +1,4 @@
-"""Helpers shared by revisions: the target schema, and table creation from column specs."""
+"""Helpers shared by Alembic revisions: the target schema, and tables created from column specs."""
 
 from __future__ import annotations
 

@@ -1,0 +1,108 @@
+"""The gateway over real HTTP requests (Starlette's TestClient): statuses, bodies, staging, quarantine."""
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from loader import service
+from loader.gateway.app import create_app
+from loader.settings import Settings
+from loader.staging import LANDED, PENDING, QUARANTINED, Staging
+from tests.conftest import WRITE_KEY, make_settings, payload, post
+
+
+@pytest.fixture
+def settings(duck_settings: Settings) -> Settings:
+    return duck_settings
+
+
+def staged_states(settings: Settings) -> dict[int, int]:
+    staging = Staging(settings.staging_url)
+    try:
+        return {state: n for counts in staging.counts().values() for state, n in counts.items()}
+    finally:
+        staging.dispose()
+
+
+def test_accepts_and_stages_before_answering(client: TestClient, settings: Settings) -> None:
+    response = post(client, payload("04_legacy_email_clicked.json"))
+    assert (response.status_code, response.text) == (200, "OK")
+    assert staged_states(settings) == {PENDING: 1}
+
+
+def test_no_write_key(client: TestClient) -> None:
+    response = client.post("/v1/webhook", content=b"{}")
+    assert (response.status_code, response.text) == (401, "failed to read writekey from query params")
+
+
+def test_unknown_write_key(client: TestClient, settings: Settings) -> None:
+    response = post(client, b"{}", key="not-a-key")
+    assert (response.status_code, response.text) == (401, "invalid write key")
+    assert staged_states(settings) == {}
+
+
+def test_write_key_from_basic_auth(client: TestClient) -> None:
+    token = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+    response = client.post(
+        "/v1/webhook", content=b'{"event_id":"b1"}', headers={"Authorization": f"Basic {token}"}
+    )
+    assert (response.status_code, response.text) == (200, "OK")
+
+
+def test_bad_basic_auth_is_no_key(client: TestClient) -> None:
+    response = client.post("/v1/webhook", content=b"{}", headers={"Authorization": "Basic %%%"})
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "raw", [b"not json", b"[1,2]", b'"text"', b"42", b"", b'{"a":1}{"b":2}', b"\xff\xfe", b"[" * 5000]
+)
+def test_not_one_json_object_is_400_and_quarantined(
+    client: TestClient, settings: Settings, raw: bytes
+) -> None:
+    response = post(client, raw)
+    assert (response.status_code, response.text) == (400, "invalid json")
+    assert staged_states(settings) == {QUARANTINED: 1}
+    staging = Staging(settings.staging_url)
+    kept = staging.quarantined()
+    staging.dispose()
+    assert kept[0]["body"] == raw and kept[0]["reason"].startswith("invalid json")
+
+
+def test_body_over_the_limit_is_413(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, LOADER_MAX_BODY_BYTES="1000")
+    service.source_add(settings, "Small", write_key=WRITE_KEY)
+    with TestClient(create_app(settings)) as client:
+        big = json.dumps({"data": {"content": "x" * 2000}}).encode()
+        response = post(client, big)
+        assert (response.status_code, response.text) == (413, "request size exceeds max limit")
+        assert post(client, b'{"event_id":"small"}').status_code == 200
+    assert staged_states(settings) == {PENDING: 1}
+
+
+def test_retry_is_staged_once(client: TestClient, settings: Settings) -> None:
+    body = payload("04_legacy_email_clicked.json")
+    assert [post(client, body).status_code for _ in range(3)] == [200, 200, 200]
+    assert staged_states(settings) == {PENDING: 1}
+
+
+def test_health(client: TestClient) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+def test_source_added_while_serving_is_picked_up(client: TestClient, settings: Settings) -> None:
+    assert post(client, b"{}", key="second-source-key").status_code == 401
+    service.source_add(settings, "Second", write_key="second-source-key")
+    client.app.state.gateway.sources._last = 0.0  # as if a second had passed since the last refresh
+    assert post(client, b'{"event_id":"x"}', key="second-source-key").status_code == 200
+
+
+def test_flush_marks_landed(client: TestClient, settings: Settings) -> None:
+    post(client, payload("04_legacy_email_clicked.json"))
+    assert service.flush(settings) == 1
+    assert staged_states(settings) == {LANDED: 1}
