@@ -1,4 +1,4 @@
-"""Alembic has no DuckDB implementation; DuckDB takes PostgreSQL-like DDL in transactions, so the default does."""
+"""Alembic has no DuckDB implementation; DuckDB takes PostgreSQL-like DDL in transactions."""
 
 from alembic.ddl.impl import DefaultImpl
 
