@@ -1,0 +1,73 @@
+"""`loader serve` as a newcomer runs it: real processes, real HTTP on loopback, the CLI to check."""
+
+import json
+import random
+import time
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from tests.procs import Server, cli, loader_env, query_json
+from tests.test_landing import events
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def env(tmp_path: Path, warehouse_url: str) -> dict[str, str]:
+    return loader_env(tmp_path / "data", LOADER_WAREHOUSE_URL=warehouse_url)
+
+
+def test_newcomer_path(env: dict[str, str], tmp_path: Path) -> None:
+    out = cli(env, "source", "add", "Customer IO Prod", "--write-key", "K-newcomer-1")
+    assert "customer_io_prod" in out and "/v1/webhook?writeKey=K-newcomer-1" in out
+    server = Server(env, tmp_path / "serve.log")
+    sent = events(300, seed=3)
+    bodies = [json.dumps(e).encode() for e in sent]
+    retries = random.Random(2).sample(bodies, 60)
+    try:
+        with httpx2.Client(base_url=server.url, params={"writeKey": "K-newcomer-1"}) as client:
+            for raw in bodies + retries:
+                assert client.post("/v1/webhook", content=raw).status_code == 200
+            assert (
+                client.post("/v1/webhook", params={"writeKey": "wrong-key"}, content=bodies[0]).status_code
+                == 401
+            )
+    finally:
+        server.stop()
+    assert "K-newcomer-1" not in server.output()
+    cli(env, "flush")
+    [counts] = query_json(env, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM customer_io_prod.tracks")
+    assert counts == {"n": 300, "d": 300}
+    per_event = {
+        r["event"]: r["n"]
+        for r in query_json(env, "SELECT event, count(*) AS n FROM customer_io_prod.tracks GROUP BY event")
+    }
+    union = " UNION ALL ".join(
+        f"SELECT '{t}' AS t, count(*) AS n, count(DISTINCT id) AS d, min(event_id) AS e, "
+        f"min(original_timestamp) AS ts FROM customer_io_prod.{t}"
+        for t in sorted(per_event)
+    )
+    by_id = {e["event_id"]: e for e in sent}
+    for got in query_json(env, union):
+        assert (got["n"], got["d"]) == (per_event[got["t"]], per_event[got["t"]]), got
+        when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(by_id[got["e"]]["timestamp"]))
+        assert got["ts"].replace(" ", "T").startswith(when), got
+
+
+def test_events_are_queryable_while_serving(env: dict[str, str], tmp_path: Path) -> None:
+    cli(env, "source", "add", "Live", "--write-key", "K-live-0001")
+    server = Server(env, tmp_path / "serve.log")
+    try:
+        with httpx2.Client(base_url=server.url, params={"writeKey": "K-live-0001"}) as client:
+            for raw in [json.dumps(e).encode() for e in events(20)]:
+                assert client.post("/v1/webhook", content=raw).status_code == 200
+        deadline = time.monotonic() + 15
+        seen = 0
+        while time.monotonic() < deadline and seen < 20:
+            seen = query_json(env, "SELECT count(*) AS n FROM live.tracks")[0]["n"]
+            time.sleep(0.2)
+        assert seen == 20
+    finally:
+        server.stop()
