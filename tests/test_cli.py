@@ -1,0 +1,124 @@
+"""The command line as a user runs it: transform, status, replay, backfill, quarantine, errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from loader import service
+from loader.cli import main
+from loader.settings import Settings
+from tests.conftest import load_cases, payload, post, rows
+from tests.procs import cli, loader_env
+
+
+def test_transform_gives_rudderstack_output_plus_message_id(tmp_path: Path) -> None:
+    env = loader_env(tmp_path)
+    for case in load_cases()[:6]:
+        out = json.loads(cli(env, "transform", stdin=json.dumps(case["input"]).encode()))
+        message_id = out.pop("messageId")
+        assert out == case["output"]
+        assert len(message_id) == 36
+    again = json.loads(cli(env, "transform", stdin=json.dumps(load_cases()[0]["input"]).encode()))
+    assert (
+        again["messageId"]
+        == json.loads(cli(env, "transform", stdin=json.dumps(load_cases()[0]["input"]).encode()))["messageId"]
+    )
+
+
+def test_transform_rejects_non_objects(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"[1]")))
+    assert main(["transform"]) == 1
+    assert "invalid json" in capsys.readouterr().err
+
+
+def test_status_counts(client: TestClient, settings: Settings) -> None:
+    post(client, payload("04_legacy_email_clicked.json"))
+    post(client, payload("05_legacy_email_bounced_newsletter.json"))
+    post(client, b"garbage")
+    [before] = service.status(settings)
+    assert (before["staged_backlog"], before["landed"], before["quarantined"]) == (2, 0, 1)
+    service.flush(settings)
+    [after] = service.status(settings)
+    assert (after["staged_backlog"], after["landed"], after["quarantined"], after["discards"]) == (0, 2, 1, 0)
+    assert after["last_landing"] is not None and after["schema"] == "customer_io_prod"
+
+
+def test_replay_relands_idempotently(client: TestClient, settings: Settings) -> None:
+    for name in ("04_legacy_email_clicked.json", "05_legacy_email_bounced_newsletter.json"):
+        post(client, payload(name))
+    service.flush(settings)
+    first = rows(settings, "SELECT id, uuid_ts FROM customer_io_prod.tracks ORDER BY id")
+    for _ in range(2):
+        assert service.replay(settings, "Customer IO Prod", None, None) == 2
+        service.flush(settings)
+    again = rows(settings, "SELECT id, uuid_ts FROM customer_io_prod.tracks ORDER BY id")
+    assert [r["id"] for r in again] == [r["id"] for r in first]
+    assert all(a["uuid_ts"] > b["uuid_ts"] for a, b in zip(again, first, strict=True))
+    assert rows(settings, "SELECT count(*) AS n FROM customer_io_prod.email_link_clicked") == [{"n": 1}]
+
+
+def test_replay_time_range(client: TestClient, settings: Settings) -> None:
+    post(client, payload("04_legacy_email_clicked.json"))
+    service.flush(settings)
+    assert service.replay(settings, "Customer IO Prod", 0, 1) == 0
+    assert service.replay(settings, "customer_io_prod", 0, None) == 1
+
+
+def test_backfill_is_idempotent(tmp_path: Path, settings: Settings, source: service.Added) -> None:
+    from loader.backfill import backfill
+
+    file = tmp_path / "bodies.jsonl"
+    bodies = [json.dumps(c["input"]) for c in load_cases()]
+    file.write_text("\n".join([*bodies, "not json", ""]) + "\n")
+    distinct = len({c["input"]["event_id"] for c in load_cases()})
+    result = backfill(settings, str(file), "Customer IO Prod", progress=False)
+    assert (result.lines, result.quarantined, result.landed) == (len(bodies) + 1, 1, distinct)
+    assert backfill(settings, str(file), "Customer IO Prod", progress=False).landed == 0
+    assert rows(settings, "SELECT count(*) AS n FROM customer_io_prod.tracks") == [{"n": distinct}]
+
+
+def test_quarantine_lists_bad_bodies(tmp_path: Path, client: TestClient, settings: Settings) -> None:
+    post(client, b"{broken")
+    env = loader_env(settings.data_dir, LOADER_WAREHOUSE_URL=settings.warehouse_url)
+    [item] = json.loads(cli(env, "quarantine", "--json"))
+    assert item["body"] == "{broken" and item["reason"].startswith("invalid json")
+
+
+def test_unknown_source_and_duplicate_source_fail_cleanly(tmp_path: Path) -> None:
+    env = loader_env(tmp_path)
+    cli(env, "source", "add", "One", "--write-key", "K-one-00001")
+    assert "already" in _fail(env, "source", "add", "One")
+    assert "no source named" in _fail(env, "replay", "Nope")
+
+
+def _fail(env: dict[str, str], *args: str) -> str:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "loader", *args], env=env, capture_output=True, timeout=60)
+    assert proc.returncode != 0
+    return proc.stderr.decode()
+
+
+def test_archive_retention_drops_only_old_landed_bodies(client: TestClient, settings: Settings) -> None:
+    from loader.staging import Staging
+
+    post(client, payload("04_legacy_email_clicked.json"))
+    service.flush(settings)
+    post(client, payload("05_legacy_email_bounced_newsletter.json"))
+    post(client, b"junk")
+    staging = Staging(settings.staging_url)
+    try:
+        assert staging.purge_archive(older_than_s=3600) == 0
+        assert staging.purge_archive(older_than_s=-10) == 1  # the landed one; pending and quarantined stay
+        counts = {s: n for c in staging.counts().values() for s, n in c.items()}
+    finally:
+        staging.dispose()
+    assert counts == {0: 1, 2: 1}
