@@ -66,6 +66,7 @@ class Prepared:
     batches: dict[str, SchemaBatch] = field(default_factory=dict)
     discards: int = 0
     unreadable: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 def build_batches(claimed: list[Staged], sources: dict[str, Source]) -> Prepared:
@@ -77,7 +78,12 @@ def build_batches(claimed: list[Staged], sources: dict[str, Source]) -> Prepared
         source = sources.get(item.source_id)
         if source is None or item.message_id in seen:
             continue
-        rows = body_rows(item, source)
+        try:
+            rows = body_rows(item, source)
+        except Exception as exc:  # a bug must not stall the stream: set the body aside, say why
+            log.exception("transform failed for staged body %d", item.seq)
+            out.failed.append((item.message_id, f"transform failed: {type(exc).__name__}: {exc}"[:500]))
+            continue
         if rows is None:
             out.unreadable.append(item.message_id)
             continue
@@ -120,6 +126,8 @@ class Lander:
         prepared = build_batches(claimed, self._source_map(claimed))
         batches, result.discards = prepared.batches, prepared.discards
         self.staging.quarantine(token, prepared.unreadable, "invalid json: not one JSON object")
+        for failed_id, reason in prepared.failed:
+            self.staging.quarantine(token, [failed_id], reason)
         try:
             result.landed = self.writer.land(batches, datetime.now(UTC)) if batches else 0
         except Exception as exc:

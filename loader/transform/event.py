@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -54,7 +55,8 @@ def loads_exact(raw: bytes) -> Any:
 
     value = orjson.loads(raw)
     if _LONG_INTEGER.search(raw):
-        value = json.loads(raw)
+        with contextlib.suppress(RecursionError):  # deeper than the stdlib parses: keep orjson's reading
+            value = json.loads(raw)
     return value
 
 

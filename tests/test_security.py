@@ -1,0 +1,249 @@
+"""Hostile input and secrets: signatures, write keys, limits, injection, fuzzing, logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from loader import service
+from loader.gateway.app import create_app
+from loader.gateway.auth import signature
+from loader.settings import Settings
+from tests.conftest import FIXTURES, WRITE_KEY, make_settings, payload, post, rows
+
+VECTOR = json.loads((FIXTURES / "payloads" / "signature_test_vector.json").read_text())
+SIGNED_BODY = payload(VECTOR["raw_body_file"])
+SIGNING_KEY = VECTOR["signing_key_utf8"]
+
+
+def test_known_good_vector() -> None:
+    assert signature(SIGNING_KEY, VECTOR["x_cio_timestamp"], SIGNED_BODY) == VECTOR["x_cio_signature_hex"]
+
+
+@pytest.fixture
+def signed(tmp_path: Path) -> Settings:
+    settings = make_settings(tmp_path)
+    service.source_add(settings, "Signed", write_key=WRITE_KEY, signing_key=SIGNING_KEY)
+    return settings
+
+
+def headers(ts: str = VECTOR["x_cio_timestamp"], sig: str = VECTOR["x_cio_signature_hex"]) -> dict[str, str]:
+    return {"X-CIO-Timestamp": ts, "X-CIO-Signature": sig}
+
+
+def test_signatures(signed: Settings) -> None:
+    with TestClient(create_app(signed)) as client:
+        assert post(client, SIGNED_BODY, headers=headers()).status_code == 200
+        assert (
+            post(client, SIGNED_BODY, headers=headers(sig=VECTOR["x_cio_signature_hex"].upper())).status_code
+            == 200
+        )
+        bad = [
+            post(client, SIGNED_BODY),
+            post(client, SIGNED_BODY, headers={"X-CIO-Signature": VECTOR["x_cio_signature_hex"]}),
+            post(client, SIGNED_BODY, headers=headers(ts=str(int(VECTOR["x_cio_timestamp"]) + 1))),
+            post(client, SIGNED_BODY.replace(b"club", b"clue"), headers=headers()),
+            post(client, SIGNED_BODY, headers=headers(sig="0" * 64)),
+            post(
+                client,
+                SIGNED_BODY,
+                headers={**headers(), "X-CIO-Signature": "not hex at all \xe2\x98\x83".encode("latin-1")},
+            ),
+        ]
+        assert [(r.status_code, r.text) for r in bad] == [(401, "invalid signature")] * len(bad)
+
+
+def test_signature_for_another_source_fails(signed: Settings) -> None:
+    service.source_add(signed, "Other", write_key="K-other-000001", signing_key="another-key")
+    with TestClient(create_app(signed)) as client:
+        assert post(client, SIGNED_BODY, key="K-other-000001", headers=headers()).status_code == 401
+
+
+def test_signature_age_limit(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, LOADER_SIGNATURE_MAX_AGE_S="300")
+    service.source_add(settings, "Aged", write_key=WRITE_KEY, signing_key=SIGNING_KEY)
+    now = str(int(time.time()))
+    with TestClient(create_app(settings)) as client:
+        assert post(client, SIGNED_BODY, headers=headers()).status_code == 401  # signed in 2023
+        fresh = headers(ts=now, sig=signature(SIGNING_KEY, now, SIGNED_BODY))
+        assert post(client, SIGNED_BODY, headers=fresh).status_code == 200
+        ahead = str(int(time.time()) + 3600)
+        assert (
+            post(
+                client, SIGNED_BODY, headers=headers(ts=ahead, sig=signature(SIGNING_KEY, ahead, SIGNED_BODY))
+            ).status_code
+            == 401
+        )
+
+
+def test_write_keys_are_hashed_and_generated_long(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    added = service.source_add(settings, "Generated")
+    assert len(added.write_key) >= 22  # 192 random bits, URL-safe
+    service.source_add(settings, "Given", write_key="K-given-secret-1")
+    stored = (settings.data_dir / "staging.sqlite3").read_bytes()
+    for wal in settings.data_dir.glob("staging.sqlite3-wal"):
+        stored += wal.read_bytes()
+    assert added.write_key.encode() not in stored and b"K-given-secret-1" not in stored
+    assert "write_key" not in repr(added.source) or added.write_key not in repr(added.source)
+
+
+def test_one_key_writes_only_its_own_schema(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    service.source_add(settings, "Alpha", write_key="K-alpha-000001")
+    service.source_add(settings, "Beta", write_key="K-beta-0000001")
+    with TestClient(create_app(settings)) as client:
+        post(client, payload("04_legacy_email_clicked.json"), key="K-alpha-000001")
+    service.flush(settings)
+    assert rows(settings, "SELECT count(*) AS n FROM alpha.tracks") == [{"n": 1}]
+    assert rows(settings, "SELECT count(*) AS n FROM beta.tracks") == [{"n": 0}]
+
+
+@pytest.mark.parametrize(
+    ("name", "schema"),
+    [
+        ('x"; DROP SCHEMA main; --', "x_drop_schema_main"),
+        ("Robert'); DROP TABLE tracks;--", "robert_drop_table_tracks"),
+        ("select", "_select"),
+        ("Ünïcødé ☃ source", "n_c_d_source"),
+        ("1st source", "_1_st_source"),
+    ],
+)
+def test_hostile_source_names_become_safe_schemas(tmp_path: Path, name: str, schema: str) -> None:
+    settings = make_settings(tmp_path)
+    added = service.source_add(settings, name)
+    assert added.source.schema == schema
+    with TestClient(create_app(settings)) as client:
+        assert post(client, payload("04_legacy_email_clicked.json"), key=added.write_key).status_code == 200
+    service.flush(settings)
+    assert rows(settings, f'SELECT count(*) AS n FROM "{schema}".tracks') == [{"n": 1}]
+
+
+INJECTIONS = [
+    "'; DROP TABLE tracks; --",
+    '" OR 1=1 --',
+    "\\x00\x00nul",
+    "${jndi:ldap://x}",
+    "😀" * 50,
+    "a" * 100_000,
+]
+
+
+def test_injection_in_every_field_lands_as_plain_values(client: TestClient, settings: Settings) -> None:
+    for i, value in enumerate(INJECTIONS):
+        body = {
+            "event_id": f"INJ{i}{value[:20]}",
+            "object_type": "email",
+            "metric": value,
+            "timestamp": 1700000000,
+            "data": {
+                "customer_id": value,
+                "delivery_id": value,
+                "subject": value,
+                "recipient": value,
+                value[:50]: value,
+            },
+        }
+        assert post(client, body).status_code == 200
+    service.flush(settings)
+    got = rows(settings, "SELECT user_id, delivery_id FROM customer_io_prod.unknown_event")
+    assert len(got) == len(INJECTIONS)
+    assert {r["user_id"] for r in got} == {v.replace("\x00", "\ufffd") for v in INJECTIONS}
+    assert rows(settings, "SELECT count(*) AS n FROM customer_io_prod.tracks") == [{"n": len(INJECTIONS)}]
+
+
+def test_deep_nesting_and_many_keys(client: TestClient, settings: Settings) -> None:
+    deep = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    assert post(client, deep).status_code == 400
+    nested_ok = {"event_id": "deep", "data": {"x": json.loads("[" * 500 + "]" * 500)}}
+    assert post(client, nested_ok).status_code == 200
+    many = {"event_id": "many", "data": {f"k{i}": i for i in range(20_000)}}
+    assert post(client, many).status_code == 200
+    service.flush(settings)
+    assert rows(settings, "SELECT count(*) AS n FROM customer_io_prod.tracks") == [{"n": 2}]
+
+
+def test_five_megabyte_body_is_413(client: TestClient) -> None:
+    assert post(client, b'{"data":"' + b"x" * 5_000_000 + b'"}').status_code == 413
+
+
+def test_no_secret_in_logs(signed: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with TestClient(create_app(signed)) as client:
+        post(client, SIGNED_BODY, headers=headers())
+        post(client, SIGNED_BODY, headers=headers(sig="0" * 64))
+        post(client, b"{}", key="K-wrong-guess-1")
+    server_side = [r for r in caplog.records if not r.name.startswith("httpx")]  # the client logs its own URL
+    text = "\n".join(r.getMessage() for r in server_side)
+    assert "POST /v1/webhook" in text
+    for secret in (WRITE_KEY, SIGNING_KEY, "K-wrong-guess-1", "writeKey"):
+        assert secret not in text
+    assert SIGNING_KEY not in repr(signed) and WRITE_KEY not in repr(signed)
+
+
+header_values = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=80)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.one_of(st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode())),
+    object_type=st.one_of(st.none(), st.text(max_size=12), json_values),
+    metric=st.one_of(st.none(), st.text(max_size=12), json_values),
+    data=json_values,
+    timestamp=st.one_of(
+        st.none(), st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12)
+    ),
+    extra_headers=st.dictionaries(
+        st.sampled_from(
+            ["X-CIO-Signature", "X-CIO-Timestamp", "Authorization", "Content-Type", "Content-Length"]
+        ),
+        header_values,
+        max_size=3,
+    ),
+)
+def test_fuzz_never_5xx_and_valid_events_still_land(
+    client: TestClient, settings: Settings, body, object_type, metric, data, timestamp, extra_headers
+) -> None:
+    extra_headers.pop("Content-Length", None)  # a lying length is the client library's to refuse
+    event = {
+        "event_id": None,
+        "object_type": object_type,
+        "metric": metric,
+        "data": data,
+        "timestamp": timestamp,
+    }
+    for raw in (body, json.dumps(event, default=str).encode()):
+        response = post(client, raw, headers=extra_headers)
+        assert response.status_code in (200, 400, 401, 413), response.text
+    assert client.get("/health").status_code == 200
+
+
+def test_after_fuzzing_the_lander_lands_everything(client: TestClient, settings: Settings) -> None:
+    # The same kinds of bodies the fuzz test sends, landed: no body can stall the lander.
+    odd = [
+        {
+            "data": {"customer_id": {"nested": True}, "identifiers": [1, 2]},
+            "metric": ["x"],
+            "object_type": {},
+        },
+        {"event_id": 12345, "timestamp": float("1e300"), "data": None},
+        {"event_id": True, "timestamp": -1, "data": {"recipients": "not a list", "href": 5}},
+        {"event_id": "ok-1", "object_type": "email", "metric": "opened", "data": {"delivery_id": 9}},
+    ]
+    for body in odd:
+        assert post(client, json.dumps(body).encode()).status_code == 200
+    service.flush(settings)
+    assert rows(settings, "SELECT count(*) AS n FROM customer_io_prod.tracks") == [{"n": 4}]
