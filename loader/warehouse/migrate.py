@@ -15,7 +15,6 @@ from loader.warehouse.engine import retry_busy
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 MIGRATIONS_DIR = PROJECT_DIR / "migrations"
-SQL_DIR = PROJECT_DIR / "sql"
 
 
 def alembic_config() -> Config:

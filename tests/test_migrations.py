@@ -1,0 +1,74 @@
+"""Alembic: idempotent upgrades, and the extension revision upgrading a warehouse that holds data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+from starlette.testclient import TestClient
+
+from loader import service
+from loader.gateway.app import create_app
+from loader.settings import Settings
+from loader.staging.sources import add_source
+from loader.warehouse.engine import make_warehouse_engine
+from loader.warehouse.migrate import current_revision, head_revision, upgrade
+from tests.conftest import WRITE_KEY, post, rows
+
+
+def test_migrate_is_idempotent(settings: Settings, source: service.Added) -> None:
+    assert service.migrate_all(settings) == ["customer_io_prod"]
+    assert service.migrate_all(settings) == ["customer_io_prod"]
+    engine = make_warehouse_engine(settings.warehouse_url)
+    try:
+        assert current_revision(engine, "customer_io_prod") == head_revision()
+    finally:
+        engine.dispose()
+
+
+def test_extension_revision_upgrades_a_populated_warehouse(settings: Settings) -> None:
+    engine = make_warehouse_engine(settings.warehouse_url)
+    try:
+        upgrade(engine, "old_source", "0001")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO old_source.tracks (id, event, event_text, original_timestamp) "
+                    "VALUES ('old-1', 'email_opened', 'Email Opened', :t)"
+                ),
+                {"t": datetime(2024, 1, 1, tzinfo=UTC)},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO old_source.email_opened (id, event, event_text, delivery_id, original_timestamp) "
+                    "VALUES ('old-1', 'email_opened', 'Email Opened', 'dd', :t)"
+                ),
+                {"t": datetime(2024, 1, 1, tzinfo=UTC)},
+            )
+        assert current_revision(engine, "old_source") == "0001"
+    finally:
+        engine.dispose()
+    from loader.service import open_staging
+
+    staging = open_staging(settings)
+    add_source(staging, "Old Source", "old_source", WRITE_KEY)
+    staging.dispose()
+    assert service.migrate_all(settings) == ["old_source"]
+    with TestClient(create_app(settings)) as client:
+        for metric, extra in (("opened", {"prefetched": True}), ("sent", {})):
+            body = {
+                "event_id": f"new-{metric}",
+                "object_type": "in_app" if metric == "sent" else "email",
+                "metric": metric,
+                "timestamp": 1714557600,
+                "data": {"delivery_id": "dd", **extra},
+            }
+            assert post(client, body).status_code == 200
+    service.flush(settings)
+    opened = {
+        r["id"]: r["prefetched"] for r in rows(settings, "SELECT id, prefetched FROM old_source.email_opened")
+    }
+    assert opened.pop("old-1") is None
+    assert list(opened.values()) == [True]
+    assert rows(settings, "SELECT count(*) AS n FROM old_source.in_app_message_sent") == [{"n": 1}]
+    assert rows(settings, "SELECT opens FROM old_source.email_funnel") == [{"opens": 2}]
