@@ -40,6 +40,8 @@ format: install ## apply ruff's formatting and fixes
 	$(BIN)/ruff check --fix loader migrations tests bench
 
 bench: install ## measure speed (prints a table, then one JSON line); BENCH_QUICK=1 for a short run
+	@command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null || echo "wrk not installed: HTTP figures skipped"
+	@$(BIN)/python -c "import dlt" 2>/dev/null || $(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,bench]"
 	$(BIN)/python bench/run.py
 
 clean: ## remove the venv and local data

@@ -82,7 +82,9 @@ def _dict(value: Any) -> dict[str, Any]:
 
 def iso_ms(moment: datetime) -> str:
     """ISO 8601 in UTC with milliseconds and Z, as RudderStack writes times."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def event_time(raw: Any) -> datetime | None:

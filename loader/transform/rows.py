@@ -26,7 +26,8 @@ from loader.naming import column_name, table_name
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _PROPERTY_KINDS = dict(PROPERTY_COLUMNS)
-_MISSING = object()
+# Tracks columns whose values come from the payload (everything else is set by us).
+_FROM_PAYLOAD = ("user_id", "anonymous_id", "context_traits_email", "context_traits_cio_id")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ def coerce(kind: str, value: Any) -> tuple[Any, str | None]:
     """Fit a JSON value to a column kind: (value, None), or (None, reason) when it does not fit."""
     if value is None:
         return None, None
+    if kind == TEXT and type(value) is str and "\x00" not in value:  # the common case, fast
+        return value, None
     if kind == TEXT:
         if isinstance(value, dict | list):
             return None, f"{type(value).__name__} value does not fit a text column"
@@ -144,7 +147,9 @@ def to_rows(event: dict[str, Any], source_id: str = "", source_type: str = "cust
             discards.append(Discard(where, raw_track["id"], column, _text(value), received_at, reason))
         return fitted
 
-    track = {c: (v if isinstance(v, datetime) else fit(c, v, TRACKS_TABLE)) for c, v in raw_track.items()}
+    track = dict(raw_track)
+    for column in _FROM_PAYLOAD:  # the other tracks columns are ours, already of their type
+        track[column] = fit(column, raw_track[column], TRACKS_TABLE)
     row = dict(track)
     for column, value in _flatten(event.get("properties", {})).items():
         if column in _PROPERTY_KINDS:

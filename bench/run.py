@@ -1,0 +1,426 @@
+"""`make bench`: our speed against the ceiling of our own stack and against dlt, in one run.
+
+Prints a table, then (last line) one JSON object. BENCH_QUICK=1 makes a short run (under 3 minutes).
+A benchmark, not a test: it never fails a build; a figure it cannot measure is reported as null.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from loadgen import fixed_rate
+
+from loader.settings import Settings
+
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+HTTP_SECONDS = 4 if QUICK else 10
+HTTP_ROUNDS = 1 if QUICK else 2
+RATE_SECONDS = 8 if QUICK else 20
+LAND_EVENTS = 30_000 if QUICK else 100_000
+KEY = "bench-write-key-0001"
+PY = sys.executable
+
+TEMPLATE = (
+    '{"data":{"action_id":36,"broadcast_id":9,"customer_id":"0200102","identifiers":{"id":"0200102",'
+    '"email":"test@example.com","cio_id":"d9c106000001"},"delivery_id":"RPILAgABcRhIBqSp7kiPekGBIeVh%s",'
+    '"href":"http://google.com","link_id":1,"recipient":"test@example.com","subject":"hello"},'
+    '"event_id":"%s","object_type":"email","metric":"%s","timestamp":1585254348}'
+)
+METRICS = ["sent", "delivered", "opened", "clicked", "bounced", "converted"]
+
+
+def body(i: int, prefix: str = "E") -> bytes:
+    return (TEMPLATE % (i // 4, f"{prefix}{i:09d}", METRICS[i % len(METRICS)])).encode()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+class RssSampler(threading.Thread):
+    """Samples the resident memory of a process and its children (the lander)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak_kb, self.stop_flag = pid, 0, False
+
+    def tree(self) -> list[int]:
+        pids, frontier = [self.pid], [self.pid]
+        while frontier:
+            parent = frontier.pop()
+            try:
+                children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+            except OSError:
+                children = []
+            pids += [int(c) for c in children]
+            frontier += [int(c) for c in children]
+        return pids
+
+    def run(self) -> None:
+        while not self.stop_flag:
+            total = 0
+            for pid in self.tree():
+                try:
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmRSS:"):
+                            total += int(line.split()[1])
+                except OSError:
+                    pass
+            self.peak_kb = max(self.peak_kb, total)
+            time.sleep(0.1)
+
+
+def ensure_wrk() -> str | None:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], capture_output=True)
+    return shutil.which("wrk")
+
+
+WRK_SCRIPT = """
+local template = %s
+local prefix = "%s"
+local counter = 0
+local metrics = {"sent", "delivered", "opened", "clicked", "bounced", "converted"}
+request = function()
+  counter = counter + 1
+  local b = string.format(template, tostring(counter // 4), prefix .. counter, metrics[(counter %% 6) + 1])
+  return wrk.format("POST", "/v1/webhook?writeKey=%s", {["Content-Type"] = "application/json"}, b)
+end
+"""
+
+
+def wrk_rps(wrk: str, port: int, tag: str, seconds: int) -> float:
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    lua_template = json.dumps(TEMPLATE)
+    script.write_text(WRK_SCRIPT % (lua_template, f"{tag}{random.randrange(10**9)}-", KEY))
+    out = subprocess.run(
+        [wrk, "-t1", "-c32", f"-d{seconds}s", "-s", str(script), f"http://127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    script.unlink()
+    for line in out.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    raise RuntimeError(f"wrk gave no rate: {out}")
+
+
+def start_gateway(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [PY, "-m", "loader", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return proc
+
+
+def start_bare(port: int) -> subprocess.Popen[bytes]:
+    cwd = str(Path(__file__).resolve().parent)
+    proc = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "uvicorn",
+            "bare_app:app",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--timeout-keep-alive",
+            "5",
+        ],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bench_http(work: Path, results: dict[str, Any]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOADER_")}
+    env.update(LOADER_DATA_DIR=str(work / "serve"), LOADER_LOG_JSON="0")
+    subprocess.run(
+        [PY, "-m", "loader", "source", "add", "Bench", "--write-key", KEY],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    wrk = ensure_wrk()
+    gw_port, bare_port = free_port(), free_port()
+    gateway = start_gateway(env, gw_port)
+    sampler = RssSampler(gateway.pid)
+    sampler.start()
+    try:
+        if wrk:
+            bare_runs, gw_runs = [], []
+            for r in range(HTTP_ROUNDS):
+                bare = start_bare(bare_port)
+                try:
+                    bare_runs.append(wrk_rps(wrk, bare_port, f"b{r}", HTTP_SECONDS))
+                finally:
+                    stop(bare)
+                gw_runs.append(wrk_rps(wrk, gw_port, f"g{r}", HTTP_SECONDS))
+                time.sleep(2)  # let the lander catch up between rounds
+            results["bare_rps"] = round(statistics.median(bare_runs))
+            results["gateway_rps"] = round(statistics.median(gw_runs))
+            results["gateway_vs_bare"] = round(results["gateway_rps"] / results["bare_rps"], 3)
+            results["load_tool"] = "wrk -t1 -c32 (unique event ids per request)"
+        time.sleep(3)
+        prefix = f"R{random.randrange(10**9)}-"
+        lat, _, errors = asyncio.run(
+            fixed_rate(
+                "127.0.0.1",
+                gw_port,
+                f"/v1/webhook?writeKey={KEY}",
+                lambda i: body(i, prefix),
+                rate=1000,
+                seconds=RATE_SECONDS,
+            )
+        )
+        results["ack_p50_ms"] = round(pct(lat, 0.50) * 1000, 2)
+        results["ack_p99_ms"] = round(pct(lat, 0.99) * 1000, 2)
+        results["ack_errors"] = errors
+        time.sleep(3)
+        results["freshness_p50_s"], results["freshness_p99_s"] = freshness(work / "serve", prefix)
+    finally:
+        stop(gateway)
+        sampler.stop_flag = True
+        sampler.join()
+    results["peak_rss_mb"] = round(sampler.peak_kb / 1024, 1)
+
+
+def freshness(data_dir: Path, prefix: str) -> tuple[float | None, float | None]:
+    """From the 200 (staging commit) to the row being visible (marked landed right after the warehouse
+    commit), for the events of the fixed-rate run."""
+    import sqlite3
+
+    conn = sqlite3.connect(data_dir / "staging.sqlite3")
+    rows = conn.execute(
+        "SELECT landed_at - received_at FROM loader_staged "
+        "WHERE landed_at IS NOT NULL AND CAST(body AS TEXT) LIKE ?",
+        (f'%"event_id":"{prefix}%',),
+    ).fetchall()
+    conn.close()
+    values = [r[0] for r in rows]
+    if not values:
+        return None, None
+    return round(pct(values, 0.50), 3), round(pct(values, 0.99), 3)
+
+
+def bench_landing(work: Path, results: dict[str, Any]) -> list[bytes]:
+    from loader import service
+    from loader.lander import build_batches
+    from loader.staging import Incoming
+    from loader.staging.sources import load_sources
+    from loader.transform import message_id
+    from loader.warehouse.engine import make_warehouse_engine
+    from loader.warehouse.migrate import upgrade
+
+    settings = Settings.from_env({"LOADER_DATA_DIR": str(work / "land")}, env_file=None)
+    added = service.source_add(settings, "Land", write_key=KEY)
+    bodies = [body(i, "L") for i in range(LAND_EVENTS)]
+    with service.services(settings) as (staging, warehouse):
+        now = time.time()
+        for start in range(0, len(bodies), 5000):
+            chunk = bodies[start : start + 5000]
+            staging.append(
+                [
+                    Incoming(
+                        added.source.id, message_id(added.source.id, json.loads(b), b), now, "127.0.0.1", b
+                    )
+                    for b in chunk
+                ]
+            )
+        lander = service.make_lander(settings, staging, warehouse)
+        started = time.perf_counter()
+        landed = lander.drain()
+        elapsed = time.perf_counter() - started
+        assert landed == LAND_EVENTS, landed
+        results["land_events_per_s"] = round(LAND_EVENTS / elapsed)
+        results["land_batch_size"] = settings.batch_size
+        sources = {s.id: s for s in load_sources(staging)}
+    # The ceiling: the same final rows, ready as Arrow tables, bulk-inserted by DuckDB itself.
+    from loader.staging import Staged
+
+    staged = [
+        Staged(i, added.source.id, message_id(added.source.id, json.loads(b), b), now, "127.0.0.1", b, False)
+        for i, b in enumerate(bodies)
+    ]
+    batch = build_batches(staged, sources).batches["land"]
+    engine = make_warehouse_engine(f"duckdb:///{work / 'raw.duckdb'}")
+    upgrade(engine, "land")
+    from loader.warehouse.arrow import to_arrow
+    from loader.warehouse.tables import column_kinds
+
+    uuid_ts = {"uuid_ts": None}
+    tables = {"tracks": batch.tracks, **batch.events}
+    ready = {
+        t: to_arrow(t, [n for n, _ in column_kinds(t)], [{**r, **uuid_ts} for r in rs])
+        for t, rs in tables.items()
+    }
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        raw = conn.connection.driver_connection
+        for table, arrow in ready.items():
+            raw.register("_ready", arrow)
+            cols = ", ".join(f'"{n}"' for n in arrow.column_names)
+            raw.execute(f'INSERT INTO "land"."{table}" ({cols}) SELECT {cols} FROM _ready')
+            raw.unregister("_ready")
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    results["raw_events_per_s"] = round(LAND_EVENTS / elapsed)
+    results["land_vs_raw"] = round(results["land_events_per_s"] / results["raw_events_per_s"], 3)
+    return bodies
+
+
+def bench_dlt(work: Path, bodies: list[bytes], results: dict[str, Any]) -> None:
+    try:
+        import dlt
+    except ImportError:
+        results["dlt_events_per_s"] = None
+        results["dlt_note"] = "dlt not installed (pip install -e '.[bench]')"
+        return
+    formats = ["parquet"] if QUICK else ["parquet", "jsonl", "insert_values"]
+    per_format: dict[str, int] = {}
+    events = [json.loads(b) for b in bodies]
+    os.environ["DLT_DATA_DIR"] = str(work / "dlt_home")
+    os.environ.setdefault("RUNTIME__LOG_LEVEL", "WARNING")
+    for fmt in formats:
+        pipeline = dlt.pipeline(
+            pipeline_name=f"bench_{fmt}",
+            destination=dlt.destinations.duckdb(str(work / f"dlt_{fmt}.duckdb")),
+            dataset_name="cio",
+            pipelines_dir=str(work / "dlt_pipelines"),
+        )
+        started = time.perf_counter()
+        pipeline.run(events, table_name="events", loader_file_format=fmt)
+        per_format[fmt] = round(len(events) / (time.perf_counter() - started))
+    results["dlt_events_per_s"] = max(per_format.values())
+    results["dlt_best_format"] = max(per_format, key=lambda k: per_format[k])
+    results["dlt_by_format"] = per_format
+    results["dlt_version"] = dlt.__version__
+    results["land_vs_dlt"] = round(results["land_events_per_s"] / results["dlt_events_per_s"], 2)
+
+
+def machine() -> dict[str, Any]:
+    import duckdb
+    import sqlalchemy
+    import starlette
+    import uvicorn
+
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "duckdb": duckdb.__version__,
+        "sqlalchemy": sqlalchemy.__version__,
+        "starlette": starlette.__version__,
+        "uvicorn": uvicorn.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def print_table(results: dict[str, Any]) -> None:
+    rows = [
+        ("bare Starlette route, req/s", "bare_rps", ""),
+        ("our /v1/webhook (durable ack), req/s", "gateway_rps", ""),
+        ("gateway / bare", "gateway_vs_bare", "target ≥ 0.6"),
+        ("ack p50 at 1,000 req/s, ms", "ack_p50_ms", ""),
+        ("ack p99 at 1,000 req/s, ms", "ack_p99_ms", "target ≤ 10"),
+        ("landing, events/s (staged → rows)", "land_events_per_s", "target ≥ 100,000"),
+        ("DuckDB bulk insert of ready Arrow rows, events/s", "raw_events_per_s", ""),
+        ("landing / raw", "land_vs_raw", "target ≥ 0.3"),
+        ("dlt (best format), events/s", "dlt_events_per_s", ""),
+        ("landing / dlt", "land_vs_dlt", "target ≥ 8"),
+        ("freshness p50 (200 → visible), s", "freshness_p50_s", ""),
+        ("freshness p99, s", "freshness_p99_s", "target ≤ 1"),
+        ("peak RSS of loader serve (+lander), MB", "peak_rss_mb", "target ≤ 300"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'measure'.ljust(width)}  {'value':>12}  target")
+    for label, key, target in rows:
+        value = results.get(key)
+        shown = "n/a" if value is None else (f"{value:,}" if isinstance(value, int) else str(value))
+        print(f"{label.ljust(width)}  {shown:>12}  {target}")
+    print()
+
+
+def main() -> int:
+    results: dict[str, Any] = {"quick": QUICK, "date": time.strftime("%Y-%m-%d")}
+    with tempfile.TemporaryDirectory(prefix="loader-bench-") as tmp:
+        work = Path(tmp)
+        for name, step in (("http", lambda: bench_http(work, results)),):
+            try:
+                step()
+            except Exception as exc:  # a benchmark reports what it could not measure; it does not fail
+                results[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
+        bodies: list[bytes] = []
+        try:
+            bodies = bench_landing(work, results)
+        except Exception as exc:
+            results["landing_error"] = f"{type(exc).__name__}: {exc}"
+        if bodies:
+            try:
+                bench_dlt(work, bodies, results)
+            except Exception as exc:
+                results["dlt_error"] = f"{type(exc).__name__}: {exc}"
+    results["machine"] = machine()
+    print_table(results)
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
