@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loader.errors import TransientError
+from loader.metrics import m
 from loader.staging import Staged, Staging
 from loader.staging.sources import Source, load_sources
 from loader.transform import Receipt, Rows, to_event, to_rows
@@ -129,18 +130,28 @@ class Lander:
         for failed_id, reason in prepared.failed:
             self.staging.quarantine(token, [failed_id], reason)
         try:
-            result.landed = self.writer.land(batches, datetime.now(UTC)) if batches else 0
+            added = self.writer.land(batches, datetime.now(UTC)) if batches else {}
         except Exception as exc:
             self.staging.release(token)
             if is_lock_conflict(exc):
                 raise TransientError("warehouse file busy") from exc
             raise TransientError(f"warehouse write failed: {type(exc).__name__}: {exc}") from exc
         self.staging.mark_landed(token)
+        result.per_source = added
+        result.landed = sum(added.values())
         result.skipped = result.claimed - result.landed
         result.millis = (time.perf_counter() - started) * 1000
-        for schema, batch in batches.items():
-            result.per_source[schema] = len(batch.tracks)
+        self._observe(result, batches)
         return result
+
+    @staticmethod
+    def _observe(result: BatchResult, batches: dict[str, SchemaBatch]) -> None:
+        metrics = m()
+        metrics.batch_seconds.observe(result.millis / 1000)
+        metrics.batch_size.observe(result.claimed)
+        for schema, added in result.per_source.items():
+            metrics.landed.labels(schema).inc(added)
+            metrics.discards.labels(schema).inc(len(batches[schema].discards))
 
     def drain(self, on_batch: Callable[[BatchResult], None] | None = None, max_wait_s: float = 60.0) -> int:
         """Land everything staged so far; retry transient failures with backoff for up to max_wait_s."""

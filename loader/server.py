@@ -17,6 +17,7 @@ import uvicorn
 from loader import logs
 from loader.errors import TransientError
 from loader.lander import Backoff
+from loader.metrics import m, prepare_multiprocess
 from loader.process import die_with_parent
 from loader.service import make_lander, migrate_all, services
 from loader.settings import Settings
@@ -42,11 +43,13 @@ def lander_loop(settings: Settings, stop: Event) -> None:
             try:
                 result = lander.run_once()
             except TransientError as exc:
+                m().lander_errors.labels("transient").inc()
                 wait = backoff.next()
                 log.warning("landing failed (%s); retrying in %.1fs", exc, wait)
                 stop.wait(wait)
                 continue
             except Exception:
+                m().lander_errors.labels("unexpected").inc()
                 wait = backoff.next()
                 log.exception("lander error; retrying in %.1fs", wait)
                 stop.wait(wait)
@@ -54,6 +57,11 @@ def lander_loop(settings: Settings, stop: Event) -> None:
             backoff.reset()
             for schema, rows in result.per_source.items():
                 log.info("landed batch schema=%s rows=%d ms=%.1f", schema, rows, result.millis)
+            if result.discards:
+                log.info(
+                    "batch had %d value(s) that did not fit their column (see rudder_discards)",
+                    result.discards,
+                )
             if settings.archive_retention_days > 0 and time.monotonic() >= next_purge:
                 staging.purge_archive(settings.archive_retention_days * 86400.0)
                 next_purge = time.monotonic() + ARCHIVE_PURGE_EVERY_S
@@ -72,6 +80,7 @@ def start_lander(settings: Settings) -> tuple[multiprocessing.process.BaseProces
 def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     """Migrate, start the lander, serve HTTP until interrupted, then stop the lander cleanly."""
     logs.setup(settings.log_json)
+    prepare_multiprocess(settings.data_dir / "metrics")
     migrate_all(settings)
     proc, stop = start_lander(settings)
     try:

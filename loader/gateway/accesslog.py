@@ -8,7 +8,10 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from loader.metrics import m
+
 log = logging.getLogger("loader.access")
+ROUTES = {"/v1/webhook": "webhook", "/health": "health", "/metrics": "metrics", "/": "dashboard"}
 
 
 class AccessLog:
@@ -32,6 +35,8 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            route = ROUTES.get(scope.get("path", ""), "other")
+            m().requests.labels(route, str(status["code"])).inc()
             client = scope.get("client")
             log.info(
                 '%s "%s %s" %d %.1fms',

@@ -12,7 +12,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from loader.gateway.accesslog import AccessLog
@@ -111,6 +111,17 @@ class Gateway:
         payload = {"status": "ok" if ok else "unavailable", "sources": self.sources.count}
         return JSONResponse(payload, status_code=200 if ok else 503)
 
+    async def metrics(self, request: Request) -> Response:
+        from loader.metrics import render
+
+        body, content_type = await asyncio.to_thread(render, self.staging)
+        return Response(body, media_type=content_type)
+
+    async def dashboard(self, request: Request) -> Response:
+        from loader.gateway.dashboard import render
+
+        return HTMLResponse(await asyncio.to_thread(render, self.settings, self.staging))
+
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self.committer.start()
@@ -145,6 +156,8 @@ def create_app(settings: Settings, staging: Staging | None = None) -> Starlette:
         routes=[
             Route("/v1/webhook", gateway.webhook, methods=["POST"]),
             Route("/health", gateway.health, methods=["GET"]),
+            Route("/metrics", gateway.metrics, methods=["GET"]),
+            Route("/", gateway.dashboard, methods=["GET"]),
         ],
         middleware=[Middleware(AccessLog)],
         lifespan=gateway.lifespan,

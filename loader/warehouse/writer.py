@@ -39,13 +39,13 @@ class Writer:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def land(self, batches: dict[str, SchemaBatch], uuid_ts: datetime) -> int:
-        """Write every schema's rows in one transaction; rows whose id is already there are skipped."""
-        landed = 0
+    def land(self, batches: dict[str, SchemaBatch], uuid_ts: datetime) -> dict[str, int]:
+        """Write every schema's rows in one transaction; rows whose id is already there are skipped.
+        Returns the rows added to `tracks`, per schema."""
         with self.engine.begin() as conn:
-            for schema, batch in batches.items():
-                landed += self._land_schema(conn, schema, batch, uuid_ts)
-        return landed
+            return {
+                schema: self._land_schema(conn, schema, batch, uuid_ts) for schema, batch in batches.items()
+            }
 
     def _land_schema(self, conn: Connection, schema: str, batch: SchemaBatch, uuid_ts: datetime) -> int:
         self.lock(conn, schema)

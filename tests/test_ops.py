@@ -1,0 +1,139 @@
+"""What operators and analysts see: /metrics, the dashboard (also in a real headless Chromium), logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx2
+import pytest
+from starlette.testclient import TestClient
+
+from loader import service
+from loader.settings import Settings
+from tests.conftest import post
+from tests.procs import Server, cli, loader_env
+from tests.test_funnel import scenario
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+@pytest.fixture
+def settings(duck_settings: Settings) -> Settings:
+    return duck_settings
+
+
+def test_metrics_exposition(client: TestClient, settings: Settings) -> None:
+    post(client, scenario()[0])
+    post(client, b"junk")
+    service.flush(settings)
+    post(client, scenario()[1])
+    text = client.get("/metrics").text
+    assert 'loader_http_requests_total{route="webhook",status="200"}' in text
+    assert 'loader_http_requests_total{route="webhook",status="400"}' in text
+    assert 'loader_backlog{schema="customer_io_prod"} 1.0' in text
+    assert 'loader_quarantined{schema="customer_io_prod"} 1.0' in text
+    assert 'loader_staged_landed{schema="customer_io_prod"} 1.0' in text
+    assert 'loader_events_landed_total{schema="customer_io_prod"}' in text
+    assert "loader_landing_seconds_bucket" in text and "loader_batch_size_bucket" in text
+
+
+def test_dashboard_shows_sources_and_funnel(client: TestClient, settings: Settings) -> None:
+    for event in scenario():
+        post(client, event)
+    service.flush(settings)
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert "Customer IO Prod" in html and "<svg" in html
+    assert "2024-05-01" in html and "2024-05-02" in html
+    assert "80.0%" in html  # the campaign's open rate, 4 of 5 delivered
+    assert "<script" not in html and "http://" not in html.split("<body>")[1].replace(
+        'xmlns="http://www.w3.org/2000/svg"', ""
+    )
+
+
+def test_dashboard_escapes_source_names(settings: Settings) -> None:
+    from loader.gateway.app import create_app
+
+    service.source_add(settings, "<script>alert(1)</script>", write_key="K-xss-0000001")
+    with TestClient(create_app(settings)) as client:
+        html = client.get("/").text
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+def test_dashboard_in_a_real_browser_and_metrics_across_processes(tmp_path: Path) -> None:
+    browser = chromium()
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have chromium (.ci/run installs it)")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    env = loader_env(tmp_path / "data")
+    cli(env, "source", "add", "Customer IO Prod", "--write-key", "K-dashboard-01")
+    server = Server(env, tmp_path / "serve.log")
+    try:
+        with httpx2.Client(base_url=server.url, params={"writeKey": "K-dashboard-01"}) as client:
+            for event in scenario():
+                assert client.post("/v1/webhook", content=json.dumps(event).encode()).status_code == 200
+            deadline = time.monotonic() + 20
+            metrics = ""
+            while time.monotonic() < deadline:
+                metrics = client.get("/metrics").text
+                if re.search(r'loader_events_landed_total\{schema="customer_io_prod"\} (\d+)', metrics):
+                    break
+                time.sleep(0.3)
+        landed = re.search(r'loader_events_landed_total\{schema="customer_io_prod"\} ([\d.]+)', metrics)
+        assert landed and float(landed.group(1)) == len(scenario())  # counted in the lander process
+        assert 'loader_http_requests_total{route="webhook",status="200"}' in metrics
+        flags = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ]
+        with tempfile.TemporaryDirectory() as profile:
+            dom = subprocess.run(
+                [browser, *flags, f"--user-data-dir={profile}", "--dump-dom", server.url + "/"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
+        assert "<svg" in dom and "Customer IO Prod" in dom and "80.0%" in dom
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "dashboard.png"
+        shot.unlink(missing_ok=True)
+        with tempfile.TemporaryDirectory() as profile:
+            subprocess.run(
+                [
+                    browser,
+                    *flags,
+                    f"--user-data-dir={profile}",
+                    f"--screenshot={shot}",
+                    "--window-size=1280,1600",
+                    "--hide-scrollbars",
+                    server.url + "/",
+                ],
+                capture_output=True,
+                timeout=60,
+            )
+        assert shot.exists() and shot.stat().st_size > 10_000
+    finally:
+        server.stop()
+    log = server.output()
+    assert "landed batch schema=customer_io_prod" in log
+    assert "K-dashboard-01" not in log
