@@ -118,7 +118,8 @@ local counter = 0
 local metrics = {"sent", "delivered", "opened", "clicked", "bounced", "converted"}
 request = function()
   counter = counter + 1
-  local b = string.format(template, tostring(counter // 4), prefix .. counter, metrics[(counter %% 6) + 1])
+  local metric = metrics[(counter %% 6) + 1]
+  local b = string.format(template, tostring(math.floor(counter / 4)), prefix .. counter, metric)
   return wrk.format("POST", "/v1/webhook?writeKey=%s", {["Content-Type"] = "application/json"}, b)
 end
 """
@@ -135,6 +136,8 @@ def wrk_rps(wrk: str, port: int, tag: str, seconds: int) -> float:
         check=False,
     ).stdout
     script.unlink()
+    if "Non-2xx" in out or "error" in out.lower():
+        raise RuntimeError(f"wrk saw failed requests: {out}")
     for line in out.splitlines():
         if line.startswith("Requests/sec:"):
             return float(line.split()[1])

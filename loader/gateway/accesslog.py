@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import lru_cache
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -12,6 +13,11 @@ from loader.metrics import m
 
 log = logging.getLogger("loader.access")
 ROUTES = {"/v1/webhook": "webhook", "/health": "health", "/metrics": "metrics", "/": "dashboard"}
+
+
+@lru_cache(maxsize=256)
+def _counter(route: str, status: int) -> Any:
+    return m().requests.labels(route, str(status))
 
 
 class AccessLog:
@@ -36,7 +42,7 @@ class AccessLog:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = ROUTES.get(scope.get("path", ""), "other")
-            m().requests.labels(route, str(status["code"])).inc()
+            _counter(route, status["code"]).inc()
             client = scope.get("client")
             log.info(
                 '%s "%s %s" %d %.1fms',

@@ -68,7 +68,8 @@ class Gateway:
         if source is None:
             return text(401, "invalid write key")
         try:
-            raw = await asyncio.wait_for(read_body(request, self.settings.max_body_bytes), BODY_TIMEOUT_S)
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                raw = await read_body(request, self.settings.max_body_bytes)
         except BodyTooLarge:
             return text(413, "request size exceeds max limit")
         except TimeoutError:

@@ -94,6 +94,12 @@ class Staging:
         self.engine = engine or make_staging_engine(url)
         self.dialect = self.engine.dialect.name
         self._insert = _insert_ignoring_duplicates(self.dialect)
+        keys = ["source_id", "message_id", "received_at", "request_ip", "body", "state", "reason", "replay"]
+        compiled = (
+            self._insert().inline().values({k: None for k in keys}).compile(dialect=self.engine.dialect)
+        )
+        self._insert_sql = str(compiled)
+        self._positions = list(compiled.positiontup) if compiled.positiontup else None
 
     def create(self) -> None:
         """Create staging's tables if they are missing."""
@@ -119,9 +125,15 @@ class Staging:
             }
             for r in records
         ]
+        if self._positions is not None:
+            params: Any = [tuple(row[k] for k in self._positions) for row in rows]
+        else:
+            params = rows
         try:
             with self.engine.begin() as conn:
-                conn.execute(self._insert(), rows)
+                # The statement is compiled once; the driver's executemany takes the rows as they are
+                # (SQLAlchemy's per-row processing showed in the gateway's profile).
+                conn.exec_driver_sql(self._insert_sql, params)
         except DBAPIError as exc:
             raise TransientError(f"staging unavailable: {type(exc.orig).__name__}") from exc
 
