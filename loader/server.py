@@ -84,7 +84,17 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     migrate_all(settings)
     proc, stop = start_lander(settings)
     try:
-        config = dict(host=host, port=port, access_log=False, log_config=None, timeout_keep_alive=5)
+        from loader.gateway.protocol import HeaderDeadlineProtocol
+
+        config = dict(
+            host=host,
+            port=port,
+            access_log=False,  # ours (loader.access) never prints the query string, which holds the key
+            log_config=None,
+            timeout_keep_alive=5,
+            http=HeaderDeadlineProtocol,
+            limit_concurrency=4096,  # past this, new requests get 503 (Customer.io retries) instead of piling up
+        )
         if workers > 1:
             uvicorn.run("loader.gateway.asgi:app", workers=workers, **config)  # type: ignore[arg-type]
         else:

@@ -247,3 +247,33 @@ def test_after_fuzzing_the_lander_lands_everything(client: TestClient, settings:
         assert post(client, json.dumps(body).encode()).status_code == 200
     service.flush(settings)
     assert rows(settings, "SELECT count(*) AS n FROM customer_io_prod.tracks") == [{"n": 4}]
+
+
+@pytest.mark.slow
+def test_stalled_clients_are_disconnected_and_others_served(tmp_path: Path) -> None:
+    import socket
+
+    from tests.procs import Server, cli, loader_env
+
+    env = loader_env(tmp_path / "data", LOADER_HEADER_TIMEOUT_S="1")
+    cli(env, "source", "add", "Stall", "--write-key", WRITE_KEY)
+    server = Server(env, tmp_path / "serve.log")
+    try:
+        stalled = []
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.sendall(b"POST /v1/webhook?writeKey=" + WRITE_KEY.encode() + b" HTTP/1.1\r\nHost: x\r\n")
+            stalled.append(sock)
+        import httpx2
+
+        started = time.monotonic()
+        response = httpx2.post(
+            f"{server.url}/v1/webhook", params={"writeKey": WRITE_KEY}, content=b'{"event_id":"s"}'
+        )
+        assert response.status_code == 200 and time.monotonic() - started < 1
+        for sock in stalled:
+            sock.settimeout(5)
+            assert sock.recv(100) == b""  # closed by the server after the header deadline
+            sock.close()
+    finally:
+        server.stop()
