@@ -25,11 +25,13 @@ from loader.settings import Settings
 log = logging.getLogger("loader.lander")
 
 ARCHIVE_PURGE_EVERY_S = 3600.0
+LANDER_NICENESS = 5
 
 
 def lander_loop(settings: Settings, stop: Event) -> None:
     """Land staged bodies until told to stop or the parent dies; never gives up on a transient error."""
     die_with_parent()
+    os.nice(LANDER_NICENESS)  # under load, answering Customer.io comes first; landing can wait a moment
     logs.setup(settings.log_json)
     parent = os.getppid()
     with services(settings) as (staging, warehouse):
@@ -93,7 +95,7 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
             log_config=None,
             timeout_keep_alive=5,
             http=HeaderDeadlineProtocol,
-            limit_concurrency=4096,  # past this, new requests get 503 (Customer.io retries) instead of piling up
+            limit_concurrency=4096,  # past this, new requests get 503 (Customer.io retries them)
         )
         if workers > 1:
             uvicorn.run("loader.gateway.asgi:app", workers=workers, **config)  # type: ignore[arg-type]
