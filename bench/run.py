@@ -265,7 +265,7 @@ def freshness(data_dir: Path, prefix: str) -> tuple[float | None, float | None]:
 
 def bench_landing(work: Path, results: dict[str, Any]) -> list[bytes]:
     from loader import service
-    from loader.lander import build_batches
+    from loader.batches import build_batches
     from loader.staging import Incoming
     from loader.staging.sources import load_sources
     from loader.transform import message_id

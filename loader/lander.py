@@ -11,16 +11,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
+from loader.batches import SchemaBatch
 from loader.errors import TransientError
 from loader.metrics import m
 from loader.staging import Staged, Staging
 from loader.staging.sources import Source, load_sources
-from loader.transform import Receipt, Rows, to_event, to_rows
-from loader.transform.event import loads_exact
 from loader.warehouse.engine import is_lock_conflict
-from loader.warehouse.writer import SchemaBatch, Writer
+from loader.warehouse.writer import Writer
 
 log = logging.getLogger("loader.lander")
 
@@ -33,70 +31,6 @@ class BatchResult:
     discards: int = 0
     millis: float = 0.0
     per_source: dict[str, int] = field(default_factory=dict)
-
-
-def body_rows(staged: Staged, source: Source) -> Rows | None:
-    """A staged body as warehouse rows; None for a body that is not one JSON object."""
-    try:
-        body = loads_exact(staged.body)
-    except ValueError:
-        return None
-    if not isinstance(body, dict):
-        return None
-    receipt = Receipt(datetime.fromtimestamp(staged.received_at, tz=UTC), staged.request_ip, source.id)
-    event = to_event(body, staged.body, receipt)
-    event["messageId"] = staged.message_id
-    return to_rows(event, source.id)
-
-
-def _discard_row(d: Any) -> dict[str, Any]:
-    return {
-        "table_name": d.table_name,
-        "row_id": d.row_id,
-        "column_name": d.column_name,
-        "column_value": d.column_value,
-        "received_at": d.received_at,
-        "reason": d.reason,
-    }
-
-
-@dataclass
-class Prepared:
-    """A claimed batch made into rows: per schema, plus what could not be read."""
-
-    batches: dict[str, SchemaBatch] = field(default_factory=dict)
-    discards: int = 0
-    unreadable: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-
-
-def build_batches(claimed: list[Staged], sources: dict[str, Source]) -> Prepared:
-    """Group rows by schema; the first copy of an id wins within a batch."""
-    out = Prepared()
-    batches = out.batches
-    seen: set[str] = set()
-    for item in claimed:
-        source = sources.get(item.source_id)
-        if source is None or item.message_id in seen:
-            continue
-        try:
-            rows = body_rows(item, source)
-        except Exception as exc:  # a bug must not stall the stream: set the body aside, say why
-            log.exception("transform failed for staged body %d", item.seq)
-            out.failed.append((item.message_id, f"transform failed: {type(exc).__name__}: {exc}"[:500]))
-            continue
-        if rows is None:
-            out.unreadable.append(item.message_id)
-            continue
-        seen.add(item.message_id)
-        batch = batches.setdefault(source.schema, SchemaBatch())
-        batch.tracks.append(rows.track)
-        batch.events.setdefault(rows.table, []).append(rows.event)
-        batch.discards.extend(_discard_row(d) for d in rows.discards)
-        out.discards += len(rows.discards)
-        if item.replay:
-            batch.replace_ids.add(item.message_id)
-    return out
 
 
 class Lander:
@@ -124,24 +58,23 @@ class Lander:
         result = BatchResult(claimed=len(claimed))
         if not claimed:
             return result
-        prepared = build_batches(claimed, self._source_map(claimed))
-        batches, result.discards = prepared.batches, prepared.discards
-        self.staging.quarantine(token, prepared.unreadable, "invalid json: not one JSON object")
-        for failed_id, reason in prepared.failed:
-            self.staging.quarantine(token, [failed_id], reason)
         try:
-            added = self.writer.land(batches, datetime.now(UTC)) if batches else {}
+            added, prepared = self.writer.land_staged(claimed, self._source_map(claimed), datetime.now(UTC))
         except Exception as exc:
             self.staging.release(token)
             if is_lock_conflict(exc):
                 raise TransientError("warehouse file busy") from exc
             raise TransientError(f"warehouse write failed: {type(exc).__name__}: {exc}") from exc
+        self.staging.quarantine(token, prepared.unreadable, "invalid json: not one JSON object")
+        for failed_id, reason in prepared.failed:
+            self.staging.quarantine(token, [failed_id], reason)
         self.staging.mark_landed(token)
+        result.discards = prepared.discards
         result.per_source = added
         result.landed = sum(added.values())
         result.skipped = result.claimed - result.landed
         result.millis = (time.perf_counter() - started) * 1000
-        self._observe(result, batches)
+        self._observe(result, prepared.batches)
         return result
 
     @staticmethod
@@ -151,7 +84,8 @@ class Lander:
         metrics.batch_size.observe(result.claimed)
         for schema, added in result.per_source.items():
             metrics.landed.labels(schema).inc(added)
-            metrics.discards.labels(schema).inc(len(batches[schema].discards))
+        for schema, batch in batches.items():
+            metrics.discards.labels(schema).inc(len(batch.discards))
 
     def drain(self, on_batch: Callable[[BatchResult], None] | None = None, max_wait_s: float = 60.0) -> int:
         """Land everything staged so far; retry transient failures with backoff for up to max_wait_s."""

@@ -7,27 +7,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Engine, delete, select, text
 
+from loader.batches import Prepared, SchemaBatch, build_batches
 from loader.catalogue import DISCARDS_TABLE, TRACKS_TABLE
 from loader.naming import qualified, quote
+from loader.staging.sources import Source
+from loader.staging.store import Staged
 from loader.warehouse.tables import column_kinds, event_tables, schema_tables
 
 Row = dict[str, Any]
-
-
-@dataclass
-class SchemaBatch:
-    """What one batch brings to one schema."""
-
-    tracks: list[Row] = field(default_factory=list)
-    events: dict[str, list[Row]] = field(default_factory=dict)
-    discards: list[Row] = field(default_factory=list)
-    replace_ids: set[str] = field(default_factory=set)
 
 
 class Writer:
@@ -38,6 +30,13 @@ class Writer:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+
+    def land_staged(
+        self, claimed: list[Staged], sources: dict[str, Source], uuid_ts: datetime
+    ) -> tuple[dict[str, int], Prepared]:
+        """Transform claimed bodies (Python) and land them in one transaction."""
+        prepared = build_batches(claimed, sources)
+        return (self.land(prepared.batches, uuid_ts) if prepared.batches else {}), prepared
 
     def land(self, batches: dict[str, SchemaBatch], uuid_ts: datetime) -> dict[str, int]:
         """Write every schema's rows in one transaction; rows whose id is already there are skipped.
