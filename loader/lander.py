@@ -57,10 +57,12 @@ class Lander:
         claimed = self.staging.claim(self.batch_size, self.lease_s, token)
         result = BatchResult(claimed=len(claimed))
         if not claimed:
+            self.writer.release()
             return result
         try:
             added, prepared = self.writer.land_staged(claimed, self._source_map(claimed), datetime.now(UTC))
         except Exception as exc:
+            self.writer.release()
             self.staging.release(token)
             if is_lock_conflict(exc):
                 raise TransientError("warehouse file busy") from exc
@@ -69,6 +71,7 @@ class Lander:
         for failed_id, reason in prepared.failed:
             self.staging.quarantine(token, [failed_id], reason)
         self.staging.mark_landed(token)
+        self.writer.keep_open(backlog=len(claimed) >= self.batch_size)
         result.discards = prepared.discards
         result.per_source = added
         result.landed = sum(added.values())

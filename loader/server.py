@@ -69,6 +69,7 @@ def lander_loop(settings: Settings, stop: Event) -> None:
                 next_purge = time.monotonic() + ARCHIVE_PURGE_EVERY_S
             if result.claimed < lander.batch_size:
                 stop.wait(settings.flush_interval_s)
+        lander.writer.release()
 
 
 def start_lander(settings: Settings) -> tuple[multiprocessing.process.BaseProcess, Event]:

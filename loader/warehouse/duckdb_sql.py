@@ -1,0 +1,219 @@
+"""DuckDB's fast landing path: the common, plain Customer.io bodies transformed in SQL, vectorized.
+
+The Python transform (loader.transform) is the reference. A body takes this path only when it is
+"plain": every field it maps has the JSON type Customer.io documents (strings, 64-bit integers,
+booleans), no duplicate keys, no NUL escapes, no integer too long for 64 bits, no `recipients`, an
+integer `timestamp` in range (or none). Every other body goes through the Python transform, which
+also writes the discards. tests/test_duckdb_sql.py checks that both paths give identical rows.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import pyarrow as pa
+
+from loader.catalogue import (
+    EVENT_NAMES,
+    EVENT_TABLE_COLUMNS,
+    SUBSCRIPTION_METRIC,
+    SUBSCRIPTION_PREFERENCES,
+    TRACKS_COLUMNS,
+    UNKNOWN_EVENT,
+)
+from loader.naming import qualified, quote, table_name
+
+# (name, JSON path, kind): kind says which JSON types keep a body plain.
+FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("metric", "$.metric", "name"),
+    ("object_type", "$.object_type", "name"),
+    ("top_event_id", "$.event_id", "str"),
+    ("ts", "$.timestamp", "time"),
+    ("customer_id", "$.data.customer_id", "str"),
+    ("ident_id", "$.data.identifiers.id", "str"),
+    ("ident_email", "$.data.identifiers.email", "str"),
+    ("recipient", "$.data.recipient", "str"),
+    ("email_address", "$.data.email_address", "str"),
+    ("cio_id", "$.data.identifiers.cio_id", "str"),
+    ("data_event_id", "$.data.event_id", "str"),
+    ("delivery_id", "$.data.delivery_id", "str"),
+    ("action_id", "$.data.action_id", "int"),
+    ("broadcast_id", "$.data.broadcast_id", "int"),
+    ("campaign_id", "$.data.campaign_id", "int"),
+    ("newsletter_id", "$.data.newsletter_id", "int"),
+    ("transactional_message_id", "$.data.transactional_message_id", "int"),
+    ("content_id", "$.data.content_id", "int"),
+    ("trigger_id", "$.data.trigger_id", "int"),
+    ("parent_action_id", "$.data.parent_action_id", "int"),
+    ("journey_id", "$.data.journey_id", "str"),
+    ("device_id", "$.data.device_id", "str"),
+    ("device_platform", "$.data.device_platform", "str"),
+    ("content", "$.data.content", "str"),
+    ("email_subject", "$.data.subject", "str"),
+    ("link_url", "$.data.href", "str"),
+    ("link_id", "$.data.link_id", "int"),
+    ("reason", "$.data.failure_message", "str"),
+    ("recipients", "$.data.recipients", "absent"),
+    ("type", "$.data.event_type", "str"),
+    ("proxied", "$.data.proxied", "bool"),
+    ("prefetched", "$.data.prefetched", "bool"),
+    ("synthetic", "$.data.synthetic", "bool"),
+    ("machine", "$.data.machine", "bool"),
+    ("tracked_response", "$.data.tracked_response", "str"),
+    ("inbound_event_id", "$.data.inbound_event_id", "str"),
+    ("trigger_event_id", "$.data.trigger_event_id", "str"),
+)
+_INDEX = {name: i + 1 for i, (name, _, _) in enumerate(FIELDS)}
+MAX_EPOCH_S = 253402300799  # 9999-12-31T23:59:59Z, the last second Python's datetime holds
+INT64_MAX = 2**63 - 1
+
+
+def _v(name: str) -> str:
+    return f"v[{_INDEX[name]}]"
+
+
+def _t(name: str) -> str:
+    return f"ty[{_INDEX[name]}]"
+
+
+def _s(name: str) -> str:
+    return f"(CASE WHEN {_t(name)} = 'VARCHAR' THEN {_v(name)} ->> '$' END)"
+
+
+def _plain(name: str, kind: str) -> str:
+    t, v = _t(name), _v(name)
+    absent = f"({t} IS NULL OR {t} = 'NULL')"
+    return {
+        "name": "TRUE",
+        "str": f"({absent} OR {t} = 'VARCHAR')",
+        "int": f"({absent} OR {t} = 'BIGINT' "
+        f"OR ({t} = 'UBIGINT' AND TRY_CAST({v} AS UBIGINT) <= {INT64_MAX}))",
+        "bool": f"({absent} OR {t} = 'BOOLEAN')",
+        "absent": absent,
+        "time": f"({absent} OR {t} IN ('VARCHAR', 'BOOLEAN', 'OBJECT', 'ARRAY') "
+        f"OR ({t} = 'UBIGINT' AND TRY_CAST({v} AS UBIGINT) <= {MAX_EPOCH_S}))",
+    }[kind]
+
+
+def _value(name: str, kind: str) -> str:
+    t, v = _t(name), _v(name)
+    if kind == "int":
+        return f"(CASE WHEN {t} IN ('BIGINT', 'UBIGINT') THEN TRY_CAST({v} AS BIGINT) END)"
+    if kind == "bool":
+        return f"(CASE WHEN {t} = 'BOOLEAN' THEN ({v} ->> '$') = 'true' END)"
+    return _s(name)
+
+
+def _unique_keys(path: str) -> str:
+    keys = f"json_keys(body, '{path}')"
+    return f"(coalesce(len({keys}), 0) = coalesce(len(list_distinct({keys})), 0))"
+
+
+@lru_cache(maxsize=1)
+def names_table() -> pa.Table:
+    """(object type, metric) -> event name and table, from the catalogue."""
+    pairs = sorted(EVENT_NAMES.items())
+    return pa.table(
+        {
+            "ot": [o for (o, _), _ in pairs],
+            "metric": [m for (_, m), _ in pairs],
+            "name": [n for _, n in pairs],
+            "tbl": [table_name(n) for _, n in pairs],
+        }
+    )
+
+
+@lru_cache(maxsize=1)
+def parse_sql() -> str:
+    """A SELECT over `_loader_in` (seq, message_id, source_id, schema_name, received_at, request_ip, body):
+    one row per body, with `plain` and every warehouse column."""
+    paths = ", ".join(f"'{path}'" for _, path, _ in FIELDS)
+    plain = " AND ".join(
+        [
+            "json_type(body) = 'OBJECT'",
+            _unique_keys("$"),
+            _unique_keys("$.data"),
+            _unique_keys("$.data.identifiers"),
+            "NOT contains(body, '\\u0000')",
+            "NOT regexp_matches(body, '[0-9]{19,}')",
+            f"NOT regexp_matches(coalesce({_s('object_type')}, ''), '[^\\x00-\\x7F]')",
+            *(_plain(name, kind) for name, _, kind in FIELDS),
+        ]
+    )
+    metric, object_type = _s("metric"), _s("object_type")
+
+    def by_name(column: str, unknown: str, preferences: str) -> str:
+        return (
+            f"CASE WHEN {metric} IS NULL THEN '{unknown}' "
+            f"WHEN {metric} = '{SUBSCRIPTION_METRIC}' THEN '{preferences}' "
+            f"WHEN {object_type} IS NULL THEN '{unknown}' "
+            f"ELSE coalesce(n.{column}, '{unknown}') END"
+        )
+
+    name = by_name("name", UNKNOWN_EVENT, SUBSCRIPTION_PREFERENCES)
+    event = by_name("tbl", table_name(UNKNOWN_EVENT), table_name(SUBSCRIPTION_PREFERENCES))
+    user_id = f"coalesce({_s('customer_id')}, {_s('ident_id')})"
+    email = f"coalesce({_s('ident_email')}, {_s('recipient')}, {_s('email_address')})"
+    event_time = (
+        f"CASE WHEN {_t('ts')} = 'UBIGINT' AND TRY_CAST({_v('ts')} AS UBIGINT) <= {MAX_EPOCH_S} "
+        f"THEN to_timestamp(TRY_CAST({_v('ts')} AS BIGINT)) ELSE received_at END"
+    )
+    properties = ",\n        ".join(
+        f"{_value(n, k)} AS {quote(n)}"
+        for n, _, k in FIELDS
+        if n in dict(EVENT_TABLE_COLUMNS) and n not in ("recipients",)
+    )
+    return f"""
+WITH extracted AS (
+    SELECT *, json_extract(body, [{paths}]) AS v FROM _loader_in
+), typed AS (
+    SELECT *, list_transform(v, lambda e: json_type(e)) AS ty FROM extracted
+)
+SELECT
+    schema_name,
+    seq,
+    {plain} AS plain,
+    message_id AS id,
+    {user_id} AS user_id,
+    CASE WHEN {user_id} IS NULL THEN {email} END AS anonymous_id,
+    {event} AS event,
+    {name} AS event_text,
+    {event_time} AS sent_at,
+    {event_time} AS original_timestamp,
+    received_at AS "timestamp",
+    received_at,
+    request_ip AS context_ip,
+    request_ip AS context_request_ip,
+    'unknown' AS context_library_name,
+    'unknown' AS context_library_version,
+    'Customer.io' AS context_integration_name,
+    {email} AS context_traits_email,
+    {_s("cio_id")} AS context_traits_cio_id,
+    source_id AS context_source_id,
+    'customerio' AS context_source_type,
+    coalesce({_s("top_event_id")}, {_s("data_event_id")}) AS event_id,
+    CAST(NULL AS VARCHAR) AS recipients,
+        {properties}
+FROM typed
+LEFT JOIN _loader_names n ON n.ot = lower({object_type}) AND n.metric = {metric}
+"""
+
+
+def insert_sql(schema: str, table: str, track_only: bool) -> str:
+    """INSERT of the fresh plain rows (`_loader_fresh`) into one table; uuid_ts is a parameter."""
+    spec = TRACKS_COLUMNS if track_only else EVENT_TABLE_COLUMNS
+    columns = [name for name, _ in spec]
+    select = ", ".join("?" if c == "uuid_ts" else quote(c) for c in columns)
+    where = "" if track_only else " WHERE event = ?"
+    target = ", ".join(quote(c) for c in columns)
+    return f"INSERT INTO {qualified(schema, table)} ({target}) SELECT {select} FROM _loader_fresh{where}"
+
+
+def fresh_sql(schema: str) -> str:
+    """Plain rows of one schema whose id is not in `tracks` yet; the first copy of an id wins."""
+    return (
+        "SELECT p.* FROM _loader_parsed p "
+        f"WHERE p.plain AND p.schema_name = ? AND NOT EXISTS "
+        f"(SELECT 1 FROM {qualified(schema, 'tracks')} t WHERE t.id = p.id) "
+        "QUALIFY row_number() OVER (PARTITION BY p.id ORDER BY p.seq) = 1"
+    )
