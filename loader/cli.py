@@ -165,7 +165,7 @@ def cmd_quarantine(settings: Settings, args: argparse.Namespace) -> int:
         {
             "seq": r["seq"],
             "source_id": r["source_id"],
-            "received_at": service._iso(r["received_at"]),
+            "received_at": service.iso_time(r["received_at"]),
             "reason": r["reason"],
             "body": r["body"][:200].decode("utf-8", "replace"),
         }

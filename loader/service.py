@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -151,7 +150,7 @@ def status(settings: Settings) -> list[dict[str, Any]]:
                     "key_prefix": source.key_prefix,
                     "staged_backlog": c.get(PENDING, 0),
                     "landed": c.get(LANDED, 0),
-                    "last_landing": _iso(last.get(source.id)),
+                    "last_landing": iso_time(last.get(source.id)),
                     "quarantined": c.get(QUARANTINED, 0),
                     "discards": _count_discards(warehouse, source.schema),
                 }
@@ -159,7 +158,7 @@ def status(settings: Settings) -> list[dict[str, Any]]:
     return rows
 
 
-def _iso(epoch: float | None) -> str | None:
+def iso_time(epoch: float | None) -> str | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds")
 
 
@@ -181,15 +180,6 @@ def replay(settings: Settings, source_name: str, since: float | None, until: flo
     with services(settings) as (staging, _):
         source = find_source(staging, source_name)
         return staging.mark_for_replay(source.id, since, until)
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, every_s: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every_s)
-    return predicate()
 
 
 def require_source(staging: Staging, name: str) -> Source:

@@ -123,7 +123,7 @@ def render(settings: Settings, staging: Staging) -> str:
     sources = load_sources(staging)
     counts = staging.counts()
     last = staging.last_landed()
-    from loader.service import _iso
+    from loader.service import iso_time
 
     rows = [
         {
@@ -132,7 +132,7 @@ def render(settings: Settings, staging: Staging) -> str:
             "backlog": counts.get(s.id, {}).get(PENDING, 0),
             "landed": counts.get(s.id, {}).get(LANDED, 0),
             "quarantined": counts.get(s.id, {}).get(QUARANTINED, 0),
-            "last landing": _iso(last.get(s.id)),
+            "last landing": iso_time(last.get(s.id)),
         }
         for s in sources
     ]

@@ -10,7 +10,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,16 +262,6 @@ class Staging:
             return conn.execute(
                 delete(staged).where(staged.c.state == LANDED, staged.c.received_at < cutoff)
             ).rowcount
-
-    def iter_states(self, message_ids: Iterable[str]) -> dict[str, int]:
-        """The state of each given message id (for tests and checks)."""
-        ids = list(message_ids)
-        with self.engine.connect() as conn:
-            return dict(
-                conn.execute(select(staged.c.message_id, staged.c.state).where(staged.c.message_id.in_(ids)))
-                .tuples()
-                .all()
-            )
 
 
 def _pid_alive(pid: int) -> bool:

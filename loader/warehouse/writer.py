@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -279,7 +279,3 @@ WRITERS: dict[str, type[Writer]] = {w.dialect: w for w in (DuckDBSqlWriter, Post
 def writer_for(engine: Engine) -> Writer:
     """The writer for an engine's dialect, or the plain SQLAlchemy one."""
     return WRITERS.get(engine.dialect.name, Writer)(engine)
-
-
-def ids_of(rows: Iterable[Row]) -> list[str]:
-    return [r["id"] for r in rows]
