@@ -37,6 +37,9 @@ def cmd_source_add(settings: Settings, args: argparse.Namespace) -> int:
     print(f"webhook:     {base}/v1/webhook?writeKey={added.write_key}")
     if added.source.signing_key:
         print("signatures:  required (X-CIO-Signature)")
+    if args.write_key and len(args.write_key) < 16:
+        warning = "warning: a short write key is easy to guess; omit --write-key for a random one"
+        print(warning, file=sys.stderr)
     return 0
 
 

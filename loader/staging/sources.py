@@ -51,13 +51,13 @@ def add_source(
     if not is_safe(schema):
         raise ConfigError(f"schema {schema!r} is not a safe name (lower-case letters, digits, _)")
     key = write_key or new_write_key()
-    if len(key) < 8:
-        raise ConfigError("a write key needs at least 8 characters")
+    if not key.strip() or any(c.isspace() for c in key):
+        raise ConfigError("a write key cannot be blank or contain spaces")
     source = Source(
         id=str(uuid.uuid4()),
         name=name,
         schema=schema,
-        key_prefix=key[:4],
+        key_prefix=key[: min(4, len(key) // 4)],  # enough to tell keys apart, never most of one
         write_key_hash=hash_key(key),
         signing_key=signing_key or None,
     )
