@@ -71,7 +71,7 @@ class Lander:
         for failed_id, reason in prepared.failed:
             self.staging.quarantine(token, [failed_id], reason)
         self.staging.mark_landed(token)
-        self.writer.keep_open(backlog=len(claimed) >= self.batch_size)
+        self.writer.keep_open(busy=True)
         result.discards = prepared.discards
         result.per_source = added
         result.landed = sum(added.values())

@@ -30,9 +30,9 @@ class Writer:
     dialect: ClassVar[str] = "default"
     chunk: ClassVar[int] = 1000
 
-    # How long a writer may keep the warehouse open across batches while a backlog lasts. DuckDB takes
+    # How long a writer may keep the warehouse open across batches while events keep coming. DuckDB takes
     # one writer per file: after this, it is let go so that a waiting reader gets its turn.
-    hold_max_s: ClassVar[float] = 1.0
+    hold_max_s: ClassVar[float] = 0.5
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -49,10 +49,10 @@ class Writer:
             with self._held.begin():
                 yield self._held
 
-    def keep_open(self, backlog: bool) -> None:
-        """Keep the connection for the next batch while a backlog lasts (opening a DuckDB file and
-        checkpointing it on close cost ~100 ms each); let it go when caught up or held long enough."""
-        if backlog and (self._held is None or time.monotonic() - self._held_since < self.hold_max_s):
+    def keep_open(self, busy: bool) -> None:
+        """Keep the connection for the next batch while events keep coming (opening a DuckDB file and
+        checkpointing it on close cost ~100 ms each); let it go when idle or held long enough."""
+        if busy and (self._held is None or time.monotonic() - self._held_since < self.hold_max_s):
             if self._held is None:
                 self._held = self.engine.connect()
                 self._held_since = time.monotonic()
