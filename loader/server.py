@@ -34,6 +34,15 @@ def lander_loop(settings: Settings, stop: Event) -> None:
     os.nice(LANDER_NICENESS)  # under load, answering Customer.io comes first; landing can wait a moment
     logs.setup(settings.log_json)
     parent = os.getppid()
+    backoff = Backoff(first=0.5, cap=10.0)
+    while not stop.is_set() and os.getppid() == parent:
+        try:
+            migrate_all(settings)  # here, not in the gateway: it keeps DuckDB and Alembic out of its memory
+            break
+        except Exception as exc:
+            wait = backoff.next()
+            log.warning("migrations failed (%s); retrying in %.1fs", exc, wait)
+            stop.wait(wait)
     with services(settings) as (staging, warehouse):
         freed = staging.release_dead_claims()
         if freed:
@@ -81,10 +90,9 @@ def start_lander(settings: Settings) -> tuple[multiprocessing.process.BaseProces
 
 
 def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
-    """Migrate, start the lander, serve HTTP until interrupted, then stop the lander cleanly."""
+    """Start the lander (which migrates first), serve HTTP until interrupted, stop the lander cleanly."""
     logs.setup(settings.log_json)
     prepare_multiprocess(settings.data_dir / "metrics")
-    migrate_all(settings)
     proc, stop = start_lander(settings)
     try:
         from loader.gateway.protocol import HeaderDeadlineProtocol
