@@ -235,3 +235,21 @@ def test_random_bodies_match(tmp_path_factory: Any, events: list[dict[str, Any]]
     bodies = [json.dumps({"event_id": f"r{i}", **e}).encode() for i, e in enumerate(events)]
     python_rows, sql_rows, _ = land_both(tmp_path_factory.mktemp("eq"), bodies)
     assert_same(python_rows, sql_rows)
+
+
+def test_sql_path_failure_falls_back_to_python(tmp_path: Path, monkeypatch: Any) -> None:
+    from loader.warehouse import duckdb_sql
+
+    monkeypatch.setattr(duckdb_sql, "parse_sql", lambda: "SELECT broken FROM nowhere")
+    engine = make_warehouse_engine(f"duckdb:///{tmp_path / 'fb.duckdb'}")
+    try:
+        upgrade(engine, "fb")
+        bodies = [json.dumps(e).encode() for e in scenario()]
+        added, _ = DuckDBSqlWriter(engine).land_staged(
+            staged(bodies, "s"), {"s": Source("s", "F", "fb", "kkkk", "h")}, datetime(2026, 1, 1, tzinfo=UTC)
+        )
+        with engine.connect() as conn:
+            count = conn.connection.driver_connection.execute('SELECT count(*) FROM "fb".tracks').fetchone()
+    finally:
+        engine.dispose()
+    assert added == {"fb": len(bodies)} and count == (len(bodies),)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,9 +20,11 @@ from loader.catalogue import DISCARDS_TABLE, TRACKS_TABLE
 from loader.naming import qualified, quote
 from loader.staging.sources import Source
 from loader.staging.store import Staged
+from loader.warehouse.engine import is_lock_conflict
 from loader.warehouse.tables import column_kinds, event_tables, schema_tables
 
 Row = dict[str, Any]
+log = logging.getLogger("loader.lander")
 
 
 class Writer:
@@ -166,6 +169,23 @@ class DuckDBSqlWriter(DuckDBWriter):
     ) -> tuple[dict[str, int], Prepared]:
         if any(s.replay for s in claimed):  # replays replace rows: the general path does that
             return super().land_staged(claimed, sources, uuid_ts)
+        try:
+            return self._land_staged_sql(claimed, sources, uuid_ts)
+        except Exception as exc:
+            if is_lock_conflict(exc):
+                raise
+            # A body the SQL path did not foresee must not stall the stream: the reference path lands it.
+            log.warning(
+                "SQL landing path failed (%s: %s); landing this batch with the Python transform",
+                type(exc).__name__,
+                str(exc)[:200],
+            )
+            self.release()
+            return super().land_staged(claimed, sources, uuid_ts)
+
+    def _land_staged_sql(
+        self, claimed: list[Staged], sources: dict[str, Source], uuid_ts: datetime
+    ) -> tuple[dict[str, int], Prepared]:
         from loader.warehouse import duckdb_sql
 
         fast, slow = _split_decodable([s for s in claimed if s.source_id in sources])
