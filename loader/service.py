@@ -18,7 +18,7 @@ from loader.naming import qualified, schema_name
 from loader.settings import Settings
 from loader.staging import LANDED, PENDING, QUARANTINED, Staging
 from loader.staging.sources import Source, add_source, find_source, load_sources
-from loader.warehouse.engine import dialect_of, make_warehouse_engine, retry_busy
+from loader.warehouse.engine import dialect_of, make_warehouse_engine, retry_busy, safe_schema
 from loader.warehouse.migrate import upgrade
 from loader.warehouse.writer import writer_for
 
@@ -58,7 +58,11 @@ def source_add(
     schema: str | None = None,
 ) -> Added:
     """Register a source and create its schema at the newest revision."""
-    target = schema or schema_name(name, dialect_of(settings.warehouse_url))
+    target = schema or safe_schema(
+        schema_name(name, dialect_of(settings.warehouse_url)), settings.warehouse_url
+    )
+    if target != safe_schema(target, settings.warehouse_url):
+        raise ConfigError(f"the warehouse reserves the schema name {target!r}; choose another with --schema")
     with services(settings) as (staging, warehouse):
         for existing in load_sources(staging):
             if existing.name == name or existing.schema == target:

@@ -241,7 +241,7 @@ def test_sql_path_failure_falls_back_to_python(tmp_path: Path, monkeypatch: Any)
     from loader.warehouse import duckdb_sql
 
     monkeypatch.setattr(duckdb_sql, "parse_sql", lambda: "SELECT broken FROM nowhere")
-    engine = make_warehouse_engine(f"duckdb:///{tmp_path / 'fb.duckdb'}")
+    engine = make_warehouse_engine(f"duckdb:///{tmp_path / 'fallback.duckdb'}")
     try:
         upgrade(engine, "fb")
         bodies = [json.dumps(e).encode() for e in scenario()]

@@ -277,3 +277,19 @@ def test_stalled_clients_are_disconnected_and_others_served(tmp_path: Path) -> N
             sock.close()
     finally:
         server.stop()
+
+
+def test_schema_names_the_warehouse_reserves_are_escaped(settings: Settings, warehouse_url: str) -> None:
+    names = {"PG Stats": "_pg_stats", "Information Schema": "_information_schema"}
+    if warehouse_url.startswith("duckdb"):
+        names = {"Warehouse": "_warehouse", "System": "_system", "Temp": "_temp", "Main": "main"}
+    for i, (name, schema) in enumerate(names.items()):
+        added = service.source_add(settings, name, write_key=f"K-reserved-{i}")
+        assert added.source.schema == schema
+        with TestClient(create_app(settings)) as client:
+            assert (
+                post(client, payload("04_legacy_email_clicked.json"), key=f"K-reserved-{i}").status_code
+                == 200
+            )
+        service.flush(settings)
+        assert rows(settings, f'SELECT count(*) AS n FROM "{schema}".email_link_clicked') == [{"n": 1}]

@@ -31,6 +31,26 @@ def make_warehouse_engine(url: str, read_only: bool = False) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
 
 
+def reserved_schemas(url: str) -> set[str]:
+    """Schema names a warehouse refuses or resolves ambiguously: DuckDB's catalogs (the file's own name,
+    `system`, `temp`) and system schemas; PostgreSQL's `pg_*` and `information_schema`."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "duckdb":
+        stem = os.path.splitext(os.path.basename(parsed.database or ""))[0].lower()
+        return {"system", "temp", "information_schema", "pg_catalog", "memory", stem} - {""}
+    if parsed.get_backend_name() == "postgresql":
+        return {"information_schema", "pg_catalog", "pg_toast"}
+    return set()
+
+
+def safe_schema(schema: str, url: str) -> str:
+    """A schema name the warehouse takes: one it reserves gets a leading `_`, as RudderStack escapes
+    reserved words (PostgreSQL also reserves every name starting with `pg_`)."""
+    if schema in reserved_schemas(url) or (dialect_of(url) == "postgresql" and schema.startswith("pg_")):
+        return "_" + schema
+    return schema
+
+
 def is_lock_conflict(exc: BaseException) -> bool:
     """True when DuckDB refused the file because another process holds it."""
     text = str(exc)
