@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 
 import orjson
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from loader.gateway.accesslog import AccessLog
 from loader.gateway.auth import signature_ok, write_key_from
@@ -147,7 +147,24 @@ def parse_object(raw: bytes) -> tuple[dict | None, str | None]:
     return body, None
 
 
-def create_app(settings: Settings, staging: Staging | None = None) -> Starlette:
+class GatewayApp:
+    """The ASGI app: POST /v1/webhook goes straight to its handler (the hot path skips Starlette's
+    routing and middleware stack); everything else, lifespan included, goes to the Starlette app."""
+
+    def __init__(self, app: Starlette, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+        self.state = app.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/webhook" and scope["method"] == "POST":
+            response = await self.gateway.webhook(Request(scope, receive))
+            await response(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings, staging: Staging | None = None) -> ASGIApp:
     """The ASGI app; staging is created from settings unless given."""
     if staging is None:
         staging = Staging(settings.staging_url)
@@ -160,8 +177,7 @@ def create_app(settings: Settings, staging: Staging | None = None) -> Starlette:
             Route("/metrics", gateway.metrics, methods=["GET"]),
             Route("/", gateway.dashboard, methods=["GET"]),
         ],
-        middleware=[Middleware(AccessLog)],
         lifespan=gateway.lifespan,
     )
     app.state.gateway = gateway
-    return app
+    return AccessLog(GatewayApp(app, gateway))
