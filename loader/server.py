@@ -25,7 +25,7 @@ from loader.settings import Settings
 log = logging.getLogger("loader.lander")
 
 ARCHIVE_PURGE_EVERY_S = 3600.0
-LANDER_NICENESS = 5
+LANDER_NICENESS = 10
 
 
 def lander_loop(settings: Settings, stop: Event) -> None:
