@@ -122,3 +122,29 @@ def test_archive_retention_drops_only_old_landed_bodies(client: TestClient, sett
     finally:
         staging.dispose()
     assert counts == {0: 1, 2: 1}
+
+
+def test_flush_fails_with_a_message_when_the_warehouse_is_unreachable(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = loader_env(tmp_path)
+    cli(env, "source", "add", "Down", "--write-key", "K-down-000001")
+    env["LOADER_WAREHOUSE_URL"] = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
+    from loader.settings import Settings
+    from loader.staging import Incoming, Staging
+    from loader.staging.sources import load_sources
+
+    staging = Staging(Settings.from_env(env, env_file=None).staging_url)
+    [source] = load_sources(staging)
+    staging.append([Incoming(source.id, "m-1", 1.0, None, b'{"event_id":"e"}')])
+    staging.dispose()
+    proc = subprocess.run(
+        [sys.executable, "-m", "loader", "flush", "--max-wait", "2"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert b"loader:" in proc.stderr and b"warehouse" in proc.stderr
+    assert b"Traceback" not in proc.stderr
