@@ -37,7 +37,7 @@ class Settings:
     max_body_bytes: int = 4_096_000
     signature_max_age_s: int = 0
     batch_size: int = 10000
-    flush_interval_s: float = 0.2
+    flush_interval_s: float = 0.1
     claim_lease_s: float = 60.0
     archive_retention_days: int = 0
     log_json: bool = False
@@ -65,7 +65,7 @@ class Settings:
             max_body_bytes=_int(env, "LOADER_MAX_BODY_BYTES", 4_096_000),
             signature_max_age_s=_int(env, "LOADER_SIGNATURE_MAX_AGE_S", 0),
             batch_size=_int(env, "LOADER_BATCH_SIZE", 10000),
-            flush_interval_s=_float(env, "LOADER_FLUSH_INTERVAL_S", 0.2),
+            flush_interval_s=_float(env, "LOADER_FLUSH_INTERVAL_S", 0.1),
             claim_lease_s=_float(env, "LOADER_CLAIM_LEASE_S", 60.0),
             archive_retention_days=_int(env, "LOADER_ARCHIVE_RETENTION_DAYS", 0),
             log_json=env.get("LOADER_LOG_JSON", "").lower() in ("1", "true", "yes"),
