@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Engine, delete, select, text
 
-from loader.batches import Prepared, SchemaBatch, build_batches
+from loader.batches import Prepared, Row, SchemaBatch, build_batches
 from loader.catalogue import DISCARDS_TABLE, TRACKS_TABLE
 from loader.naming import qualified, quote
 from loader.staging.sources import Source
@@ -23,7 +23,6 @@ from loader.staging.store import Staged
 from loader.warehouse.engine import is_lock_conflict
 from loader.warehouse.tables import column_kinds, event_tables, schema_tables
 
-Row = dict[str, Any]
 log = logging.getLogger("loader.lander")
 
 
@@ -204,7 +203,7 @@ class DuckDBSqlWriter(DuckDBWriter):
                 plain = parsed.column("plain").to_pylist()
                 ids = parsed.column("id").to_pylist()
                 slow_ids = {i for i, ok in zip(ids, plain, strict=True) if not ok}
-                slow += [s for s in fast if s.message_id in slow_ids]
+                slow += [s for s, _ in fast if s.message_id in slow_ids]
                 schemas = {
                     sc for sc, ok in zip(parsed.column("schema_name").to_pylist(), plain, strict=True) if ok
                 }
@@ -238,23 +237,22 @@ class DuckDBSqlWriter(DuckDBWriter):
         return int(fresh.num_rows)
 
 
-def _split_decodable(staged: list[Staged]) -> tuple[list[Staged], list[Staged]]:
-    """Bodies that are valid UTF-8 (all that the gateway accepts) may take the SQL path."""
+def _split_decodable(staged: list[Staged]) -> tuple[list[tuple[Staged, str]], list[Staged]]:
+    """Bodies that are valid UTF-8 (all that the gateway accepts) may take the SQL path, as text."""
     ok, other = [], []
     for s in staged:
         try:
-            s.body.decode("utf-8")
+            ok.append((s, s.body.decode("utf-8")))
         except UnicodeDecodeError:
             other.append(s)
-        else:
-            ok.append(s)
     return ok, other
 
 
-def _staged_arrow(staged: list[Staged], sources: dict[str, Source]) -> Any:
+def _staged_arrow(decoded: list[tuple[Staged, str]], sources: dict[str, Source]) -> Any:
     """Claimed bodies as an Arrow table for DuckDB; received_at cut to milliseconds as the events carry it."""
     import pyarrow as pa
 
+    staged = [s for s, _ in decoded]
     received = []
     for s in staged:
         moment = datetime.fromtimestamp(s.received_at, tz=UTC)
@@ -267,7 +265,7 @@ def _staged_arrow(staged: list[Staged], sources: dict[str, Source]) -> Any:
             "schema_name": pa.array([sources[s.source_id].schema for s in staged], pa.string()),
             "received_at": pa.array(received, pa.timestamp("us", tz="UTC")),
             "request_ip": pa.array([s.request_ip for s in staged], pa.string()),
-            "body": pa.array([s.body.decode("utf-8") for s in staged], pa.string()),
+            "body": pa.array([body for _, body in decoded], pa.string()),
         }
     )
 
