@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -139,7 +138,9 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _epoch(value: str | None) -> float | None:
-    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    from loader.transform.event import parse_iso
+
+    return None if value is None else parse_iso(value).timestamp()
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:

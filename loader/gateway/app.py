@@ -172,6 +172,7 @@ def create_app(settings: Settings, staging: Staging | None = None) -> ASGIApp:
     gateway = Gateway(settings, staging)
     app = Starlette(
         routes=[
+            # POST is served by GatewayApp before routing; the route stays so other methods get 405.
             Route("/v1/webhook", gateway.webhook, methods=["POST"]),
             Route("/health", gateway.health, methods=["GET"]),
             Route("/metrics", gateway.metrics, methods=["GET"]),

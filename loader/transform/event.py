@@ -186,10 +186,11 @@ def to_event(body: dict[str, Any], raw: bytes, receipt: Receipt) -> dict[str, An
         event["request_ip"] = receipt.request_ip
     event.setdefault("originalTimestamp", received)
     event.setdefault("sentAt", received)
-    skew = _parse_iso(event["sentAt"]) - _parse_iso(event["originalTimestamp"])
+    skew = parse_iso(event["sentAt"]) - parse_iso(event["originalTimestamp"])
     event["timestamp"] = iso_ms(receipt.received_at - skew)
     return event
 
 
-def _parse_iso(value: str) -> datetime:
+def parse_iso(value: str) -> datetime:
+    """An ISO time as RudderStack writes it (`…Z`) back to an aware datetime."""
     return datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -23,6 +23,7 @@ from loader.catalogue import (
     TRACKS_TABLE,
 )
 from loader.naming import column_name, table_name
+from loader.transform.event import parse_iso
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _PROPERTY_KINDS = dict(PROPERTY_COLUMNS)
@@ -102,10 +103,6 @@ def _flatten(props: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _when(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def _track_row(event: dict[str, Any], source_type: str) -> dict[str, Any]:
     context = event.get("context", {})
     traits = context.get("traits", {})
@@ -116,10 +113,10 @@ def _track_row(event: dict[str, Any], source_type: str) -> dict[str, Any]:
         "anonymous_id": event.get("anonymousId"),
         "event": table_name(event["event"]),
         "event_text": event["event"],
-        "sent_at": _when(event["sentAt"]),
-        "original_timestamp": _when(event["originalTimestamp"]),
-        "timestamp": _when(event["timestamp"]),
-        "received_at": _when(event["receivedAt"]),
+        "sent_at": parse_iso(event["sentAt"]),
+        "original_timestamp": parse_iso(event["originalTimestamp"]),
+        "timestamp": parse_iso(event["timestamp"]),
+        "received_at": parse_iso(event["receivedAt"]),
         "context_ip": event.get("request_ip"),
         "context_request_ip": event.get("request_ip"),
         "context_library_name": library.get("name"),
