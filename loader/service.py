@@ -118,8 +118,7 @@ def flush(
 
 def query(settings: Settings, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run read-only SQL on the warehouse; retries briefly while the lander holds a DuckDB file."""
-    read_only = dialect_of(settings.warehouse_url) == "duckdb"
-    engine = make_warehouse_engine(settings.warehouse_url, read_only=read_only)
+    engine = make_warehouse_engine(settings.warehouse_url, read_only=True)
 
     def run() -> tuple[list[str], list[tuple[Any, ...]]]:
         with engine.connect() as conn:

@@ -12,7 +12,7 @@ from loader.naming import qualified
 from loader.settings import Settings
 from loader.staging import LANDED, PENDING, QUARANTINED, Staging
 from loader.staging.sources import Source, load_sources
-from loader.warehouse.engine import dialect_of, make_warehouse_engine, retry_busy
+from loader.warehouse.engine import make_warehouse_engine, retry_busy
 
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2rem;color:#1b1f24;background:#fafbfc}
@@ -71,8 +71,7 @@ def chart(days: list[dict[str, Any]], width: int = 720, height: int = 220) -> st
 
 
 def _funnel(settings: Settings, schema: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | str:
-    read_only = dialect_of(settings.warehouse_url) == "duckdb"
-    engine = make_warehouse_engine(settings.warehouse_url, read_only=read_only)
+    engine = make_warehouse_engine(settings.warehouse_url, read_only=True)
 
     def read() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         with engine.connect() as conn:

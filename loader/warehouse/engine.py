@@ -21,7 +21,8 @@ def dialect_of(url: str) -> str:
 
 
 def make_warehouse_engine(url: str, read_only: bool = False) -> Engine:
-    """An engine for the warehouse; DuckDB files are created on first use and never pooled."""
+    """An engine for the warehouse; DuckDB files are created on first use and never pooled.
+    `read_only` opens a DuckDB file read-only (other dialects: the caller's transaction decides)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "duckdb":
         if parsed.database and parsed.database != ":memory:":
