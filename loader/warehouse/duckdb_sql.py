@@ -9,7 +9,9 @@ also writes the discards. tests/test_duckdb_sql.py checks that both paths give i
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from typing import Any
 
 import pyarrow as pa
 
@@ -63,50 +65,75 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("inbound_event_id", "$.data.inbound_event_id", "str"),
     ("trigger_event_id", "$.data.trigger_event_id", "str"),
 )
-_INDEX = {name: i + 1 for i, (name, _, _) in enumerate(FIELDS)}
 MAX_EPOCH_S = 253402300799  # 9999-12-31T23:59:59Z, the last second Python's datetime holds
-INT64_MAX = 2**63 - 1
 
-
-def _v(name: str) -> str:
-    return f"v[{_INDEX[name]}]"
+# The type each kind is read as when the body is plain; a value that does not fit reads as NULL.
+READ_AS = {"name": "VARCHAR", "str": "VARCHAR", "int": "BIGINT", "bool": "BOOLEAN", "time": "BIGINT"}
 
 
 def _t(name: str) -> str:
-    return f"ty[{_INDEX[name]}]"
+    """The field's JSON type (VARCHAR, UBIGINT, BIGINT, DOUBLE, BOOLEAN, OBJECT, ARRAY, NULL)."""
+    return f"t_{name}"
+
+
+def _x(name: str) -> str:
+    """The field read as its kind's SQL type."""
+    return f"x_{name}"
 
 
 def _s(name: str) -> str:
-    return f"(CASE WHEN {_t(name)} = 'VARCHAR' THEN {_v(name)} ->> '$' END)"
+    return f"(CASE WHEN {_t(name)} = 'VARCHAR' THEN {_x(name)} END)"
 
 
 def _plain(name: str, kind: str) -> str:
-    t, v = _t(name), _v(name)
+    t, x = _t(name), _x(name)
     absent = f"({t} IS NULL OR {t} = 'NULL')"
     return {
         "name": "TRUE",
         "str": f"({absent} OR {t} = 'VARCHAR')",
-        "int": f"({absent} OR {t} = 'BIGINT' "
-        f"OR ({t} = 'UBIGINT' AND TRY_CAST({v} AS UBIGINT) <= {INT64_MAX}))",
+        "int": f"({absent} OR ({t} IN ('BIGINT', 'UBIGINT') AND {x} IS NOT NULL))",
         "bool": f"({absent} OR {t} = 'BOOLEAN')",
         "absent": absent,
         "time": f"({absent} OR {t} IN ('VARCHAR', 'BOOLEAN', 'OBJECT', 'ARRAY') "
-        f"OR ({t} = 'UBIGINT' AND TRY_CAST({v} AS UBIGINT) <= {MAX_EPOCH_S}))",
+        f"OR ({t} = 'UBIGINT' AND {x} <= {MAX_EPOCH_S}))",
     }[kind]
 
 
 def _value(name: str, kind: str) -> str:
-    t, v = _t(name), _v(name)
+    t, x = _t(name), _x(name)
     if kind == "int":
-        return f"(CASE WHEN {t} IN ('BIGINT', 'UBIGINT') THEN TRY_CAST({v} AS BIGINT) END)"
+        return f"(CASE WHEN {t} IN ('BIGINT', 'UBIGINT') THEN {x} END)"
     if kind == "bool":
-        return f"(CASE WHEN {t} = 'BOOLEAN' THEN ({v} ->> '$') = 'true' END)"
+        return f"(CASE WHEN {t} = 'BOOLEAN' THEN {x} END)"
     return _s(name)
 
 
-def _unique_keys(path: str) -> str:
-    keys = f"json_keys(body, '{path}')"
+# Objects whose keys must be unique for a body to be plain (json_transform keeps a repeated key's first
+# value, Python's json its last): their key lists are read once per body.
+KEYED_OBJECTS = ("$", "$.data", "$.data.identifiers")
+
+
+def _unique_keys(index: int) -> str:
+    keys = f"keys[{index + 1}]"
     return f"(coalesce(len({keys}), 0) = coalesce(len(list_distinct({keys})), 0))"
+
+
+def _member(struct: str, path: str) -> str:
+    """`$.data.identifiers.id` -> `r."data"."identifiers"."id"`: a field of a transformed struct."""
+    return struct + "." + ".".join(f'"{part}"' for part in path[2:].split("."))
+
+
+@lru_cache(maxsize=2)
+def structure(typed: bool) -> str:
+    """The shape json_transform reads the mapped fields into: raw JSON text, or each kind's type."""
+    tree: dict[str, Any] = {}
+    for _, path, kind in FIELDS:
+        *parents, leaf = path[2:].split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = READ_AS.get(kind, "JSON") if typed else "JSON"
+    return json.dumps(tree)
 
 
 @lru_cache(maxsize=1)
@@ -127,13 +154,15 @@ def names_table() -> pa.Table:
 def parse_sql() -> str:
     """A SELECT over `_loader_in` (seq, message_id, source_id, schema_name, received_at, request_ip, body):
     one row per body, with `plain` and every warehouse column."""
-    paths = ", ".join(f"'{path}'" for _, path, _ in FIELDS)
+    columns = ",\n        ".join(
+        f"json_type({_member('r', path)}) AS {_t(name)}, {_member('x', path)} AS {_x(name)}"
+        for name, path, _ in FIELDS
+    )
+    keyed = ", ".join(f"'{path}'" for path in KEYED_OBJECTS)
     plain = " AND ".join(
         [
             "json_type(body) = 'OBJECT'",
-            _unique_keys("$"),
-            _unique_keys("$.data"),
-            _unique_keys("$.data.identifiers"),
+            *(_unique_keys(i) for i in range(len(KEYED_OBJECTS))),
             "NOT contains(body, '\\u0000')",
             "NOT regexp_matches(body, '[0-9]{19,}')",
             f"NOT regexp_matches(coalesce({_s('object_type')}, ''), '[^\\x00-\\x7F]')",
@@ -155,8 +184,8 @@ def parse_sql() -> str:
     user_id = f"coalesce({_s('customer_id')}, {_s('ident_id')})"
     email = f"coalesce({_s('ident_email')}, {_s('recipient')}, {_s('email_address')})"
     event_time = (
-        f"CASE WHEN {_t('ts')} = 'UBIGINT' AND TRY_CAST({_v('ts')} AS UBIGINT) <= {MAX_EPOCH_S} "
-        f"THEN to_timestamp(TRY_CAST({_v('ts')} AS BIGINT)) ELSE received_at END"
+        f"CASE WHEN {_t('ts')} = 'UBIGINT' AND {_x('ts')} <= {MAX_EPOCH_S} "
+        f"THEN to_timestamp({_x('ts')}) ELSE received_at END"
     )
     properties = ",\n        ".join(
         f"{_value(n, k)} AS {quote(n)}"
@@ -164,10 +193,14 @@ def parse_sql() -> str:
         if n in dict(EVENT_TABLE_COLUMNS) and n not in ("recipients",)
     )
     return f"""
-WITH extracted AS (
-    SELECT *, json_extract(body, [{paths}]) AS v FROM _loader_in
+WITH read AS (
+    SELECT *,
+        json_transform(body, '{structure(False)}') AS r,
+        json_transform(body, '{structure(True)}') AS x,
+        json_keys(body, [{keyed}]) AS keys
+    FROM _loader_in
 ), typed AS (
-    SELECT *, list_transform(v, lambda e: json_type(e)) AS ty FROM extracted
+    SELECT * EXCLUDE (r, x), {columns} FROM read
 )
 SELECT
     schema_name,
