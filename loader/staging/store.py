@@ -7,22 +7,21 @@ when several hosts share it. Claims are leases, so a lander that dies mid-batch 
 from __future__ import annotations
 
 import os
-import socket
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, create_engine, delete, event, func, or_, select, update
+from sqlalchemy import Engine, and_, create_engine, delete, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from loader.errors import TransientError
+from loader.staging.claims import CLAIMS, LANDED, PENDING, QUARANTINED, claim_token
 from loader.staging.tables import metadata, staged
 
-PENDING, LANDED, QUARANTINED = 0, 1, 2
+__all__ = ["LANDED", "PENDING", "QUARANTINED", "Incoming", "Staged", "Staging", "claim_token"]
 
 
 @dataclass(frozen=True)
@@ -82,11 +81,6 @@ def make_staging_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
 
 
-def claim_token() -> str:
-    """Who holds a claim: host, process and a nonce, so a restarted host can free its dead claims."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
-
-
 class Staging:
     """The staging store. Thread-safe; every method is one short transaction."""
 
@@ -94,6 +88,7 @@ class Staging:
         self.engine = engine or make_staging_engine(url)
         self.dialect = self.engine.dialect.name
         self._insert = _insert_ignoring_duplicates(self.dialect)
+        self._claims = CLAIMS[self.dialect](self.engine)
         keys = ["source_id", "message_id", "received_at", "request_ip", "body", "state", "reason", "replay"]
         compiled = (
             self._insert().inline().values({k: None for k in keys}).compile(dialect=self.engine.dialect)
@@ -139,81 +134,26 @@ class Staging:
 
     def claim(self, limit: int, lease_s: float, token: str) -> list[Staged]:
         """Take up to `limit` pending bodies, oldest first, under a lease that expires if we die."""
-        now = time.time()
-        pick = (
-            select(staged.c.seq)
-            .where(
-                staged.c.state == PENDING,
-                or_(staged.c.claimed_until.is_(None), staged.c.claimed_until < now),
-            )
-            .order_by(staged.c.seq)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+        return sorted(
+            (Staged(*row) for row in self._claims.claim(limit, lease_s, token)), key=lambda s: s.seq
         )
-        stmt = (
-            update(staged)
-            .where(staged.c.seq.in_(pick.scalar_subquery()))
-            .values(claim_token=token, claimed_until=now + lease_s)
-            .returning(
-                staged.c.seq,
-                staged.c.source_id,
-                staged.c.message_id,
-                staged.c.received_at,
-                staged.c.request_ip,
-                staged.c.body,
-                staged.c.replay,
-            )
-        )
-        with self.engine.begin() as conn:
-            rows = conn.execute(stmt).all()
-        return sorted((Staged(*row) for row in rows), key=lambda s: s.seq)
 
     def mark_landed(self, token: str) -> int:
         """After the warehouse commit: the claimed bodies are landed (kept as the archive)."""
-        stmt = (
-            update(staged)
-            .where(staged.c.claim_token == token, staged.c.state == PENDING)
-            .values(state=LANDED, landed_at=time.time(), claim_token=None, claimed_until=None, replay=False)
-        )
-        with self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount
+        return self._claims.mark_landed(token)
 
     def quarantine(self, token: str, message_ids: Sequence[str], reason: str) -> None:
         """Set claimed bodies aside that cannot be landed, with the reason; they stay for inspection."""
         if message_ids:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    update(staged)
-                    .where(staged.c.claim_token == token, staged.c.message_id.in_(list(message_ids)))
-                    .values(state=QUARANTINED, reason=reason, claim_token=None, claimed_until=None)
-                )
+            self._claims.quarantine(token, message_ids, reason)
 
     def release(self, token: str) -> None:
         """Give a claim back at once (the warehouse failed; someone may try again now)."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(staged)
-                .where(staged.c.claim_token == token, staged.c.state == PENDING)
-                .values(claim_token=None, claimed_until=None)
-            )
+        self._claims.release(token)
 
     def release_dead_claims(self) -> int:
         """Free claims of landers on this host whose process is gone (after a kill -9)."""
-        host = socket.gethostname()[:40]
-        with self.engine.begin() as conn:
-            tokens = conn.execute(
-                select(staged.c.claim_token)
-                .where(staged.c.state == PENDING, staged.c.claim_token.like(f"{host}:%"))
-                .distinct()
-            ).scalars()
-            dead = [t for t in tokens if t and not _pid_alive(int(t.split(":")[1]))]
-            if dead:
-                conn.execute(
-                    update(staged)
-                    .where(staged.c.claim_token.in_(dead))
-                    .values(claim_token=None, claimed_until=None)
-                )
-        return len(dead)
+        return self._claims.release_dead()
 
     def pending_count(self) -> int:
         with self.engine.connect() as conn:
@@ -262,13 +202,3 @@ class Staging:
             return conn.execute(
                 delete(staged).where(staged.c.state == LANDED, staged.c.received_at < cutoff)
             ).rowcount
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

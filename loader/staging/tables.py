@@ -48,3 +48,14 @@ staged = Table(
     Index("ix_loader_staged_source_received", "source_id", "received_at"),
     Index("ix_loader_staged_claim", "claim_token"),
 )
+
+# SQLite's claims (loader.staging.claims.ClaimRows): one narrow row per claim, not one write per body.
+claims = Table(
+    "loader_claims",
+    metadata,
+    Column("token", String(96), primary_key=True),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("seqs", Text, nullable=False),
+    Column("claimed_until", Float, nullable=False),
+)
