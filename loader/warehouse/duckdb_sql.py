@@ -232,21 +232,35 @@ LEFT JOIN _loader_names n ON n.ot = lower({object_type}) AND n.metric = {metric}
 """
 
 
+SLOW_IDS_SQL = "SELECT id FROM _loader_parsed WHERE NOT plain"
+PLAIN_SCHEMAS_SQL = "SELECT DISTINCT schema_name FROM _loader_parsed WHERE plain ORDER BY 1"
+SPAN_SQL = "SELECT min(received_at), max(received_at) FROM _loader_parsed WHERE plain AND schema_name = ?"
+EVENT_COUNTS_SQL = (
+    "SELECT event, count(*) FROM _loader_parsed WHERE plain AND schema_name = ? GROUP BY event ORDER BY event"
+)
+
+
 def insert_sql(schema: str, table: str, track_only: bool) -> str:
-    """INSERT of the fresh plain rows (`_loader_fresh`) into one table; uuid_ts is a parameter."""
+    """INSERT of one schema's plain rows (`_loader_parsed`) into one table; parameters: uuid_ts, the
+    schema, and for an event table its name."""
     spec = TRACKS_COLUMNS if track_only else EVENT_TABLE_COLUMNS
     columns = [name for name, _ in spec]
     select = ", ".join("?" if c == "uuid_ts" else quote(c) for c in columns)
-    where = "" if track_only else " WHERE event = ?"
+    where = "plain AND schema_name = ?" + ("" if track_only else " AND event = ?")
     target = ", ".join(quote(c) for c in columns)
-    return f"INSERT INTO {qualified(schema, table)} ({target}) SELECT {select} FROM _loader_fresh{where}"
-
-
-def fresh_sql(schema: str) -> str:
-    """Plain rows of one schema whose id is not in `tracks` yet; the first copy of an id wins."""
     return (
-        "SELECT p.* FROM _loader_parsed p "
-        f"WHERE p.plain AND p.schema_name = ? AND NOT EXISTS "
-        f"(SELECT 1 FROM {qualified(schema, 'tracks')} t WHERE t.id = p.id) "
-        "QUALIFY row_number() OVER (PARTITION BY p.id ORDER BY p.seq) = 1"
+        f"INSERT INTO {qualified(schema, table)} ({target}) SELECT {select} FROM _loader_parsed WHERE {where}"
+    )
+
+
+def drop_landed_sql(schema: str) -> str:
+    """Take out of `_loader_parsed` the plain rows of one schema whose id is in `tracks` already;
+    parameters: schema, first and last received_at of its rows (SPAN_SQL). Staging keeps message ids
+    unique, so an id can be there only when this very body landed before its claim was marked (a lander
+    died in between). That row has the same received_at: comparing within the span reads the newest row
+    groups, not every id ever landed."""
+    tracks = qualified(schema, "tracks")
+    return (
+        "DELETE FROM _loader_parsed p WHERE p.plain AND p.schema_name = ? AND EXISTS ("
+        f"SELECT 1 FROM {tracks} t WHERE t.received_at BETWEEN ? AND ? AND t.id = p.id)"
     )

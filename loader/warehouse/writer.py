@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Engine, delete, select, text
@@ -193,26 +194,23 @@ class DuckDBSqlWriter(DuckDBWriter):
             raw = conn.connection.driver_connection
             assert raw is not None
             if fast:
+                # Parsed rows stay inside DuckDB (a temp table): only the ids that need the Python
+                # transform and the schemas present come back to Python.
                 raw.register("_loader_in", _staged_arrow(fast, sources))
                 raw.register("_loader_names", duckdb_sql.names_table())
                 try:
-                    parsed = raw.sql(duckdb_sql.parse_sql()).to_arrow_table()
+                    raw.execute(f"CREATE OR REPLACE TEMP TABLE _loader_parsed AS {duckdb_sql.parse_sql()}")
                 finally:
                     raw.unregister("_loader_in")
                     raw.unregister("_loader_names")
-                plain = parsed.column("plain").to_pylist()
-                ids = parsed.column("id").to_pylist()
-                slow_ids = {i for i, ok in zip(ids, plain, strict=True) if not ok}
-                slow += [s for s, _ in fast if s.message_id in slow_ids]
-                schemas = {
-                    sc for sc, ok in zip(parsed.column("schema_name").to_pylist(), plain, strict=True) if ok
-                }
-                raw.register("_loader_parsed", parsed)
                 try:
-                    for schema in sorted(schemas):
+                    slow_ids = {r[0] for r in raw.execute(duckdb_sql.SLOW_IDS_SQL).fetchall()}
+                    slow += [s for s, _ in fast if s.message_id in slow_ids]
+                    schemas = [r[0] for r in raw.execute(duckdb_sql.PLAIN_SCHEMAS_SQL).fetchall()]
+                    for schema in schemas:
                         added[schema] = self._land_plain(raw, schema, uuid_ts)
                 finally:
-                    raw.unregister("_loader_parsed")
+                    raw.execute("DROP TABLE IF EXISTS _loader_parsed")
             prepared = build_batches(slow, sources)
             for schema, batch in prepared.batches.items():
                 added[schema] = added.get(schema, 0) + self._land_schema(conn, schema, batch, uuid_ts)
@@ -222,25 +220,29 @@ class DuckDBSqlWriter(DuckDBWriter):
     def _land_plain(raw: Any, schema: str, uuid_ts: datetime) -> int:
         from loader.warehouse import duckdb_sql
 
-        fresh = raw.sql(duckdb_sql.fresh_sql(schema), params=[schema]).to_arrow_table()
-        if fresh.num_rows == 0:
+        lo, hi = raw.execute(duckdb_sql.SPAN_SQL, [schema]).fetchone()
+        raw.execute(duckdb_sql.drop_landed_sql(schema), [schema, lo, hi])
+        events = raw.execute(duckdb_sql.EVENT_COUNTS_SQL, [schema]).fetchall()
+        if not events:
             return 0
-        raw.register("_loader_fresh", fresh)
-        try:
-            raw.execute(duckdb_sql.insert_sql(schema, TRACKS_TABLE, track_only=True), [uuid_ts]).fetchall()
-            for table in sorted(set(fresh.column("event").to_pylist())):
-                raw.execute(
-                    duckdb_sql.insert_sql(schema, table, track_only=False), [uuid_ts, table]
-                ).fetchall()
-        finally:
-            raw.unregister("_loader_fresh")
-        return int(fresh.num_rows)
+        raw.execute(
+            duckdb_sql.insert_sql(schema, TRACKS_TABLE, track_only=True), [uuid_ts, schema]
+        ).fetchall()
+        for table, _ in events:
+            raw.execute(
+                duckdb_sql.insert_sql(schema, table, track_only=False), [uuid_ts, schema, table]
+            ).fetchall()
+        return sum(int(count) for _, count in events)
 
 
 def _split_decodable(staged: list[Staged]) -> tuple[list[tuple[Staged, str]], list[Staged]]:
-    """Bodies that are valid UTF-8 (all that the gateway accepts) may take the SQL path, as text."""
-    ok, other = [], []
+    """Bodies that are valid UTF-8 (all that the gateway accepts) may take the SQL path, as text.
+    A message id met twice keeps its first body (claims never hold one twice; callers' lists might)."""
+    ok, other, seen = [], [], set()
     for s in staged:
+        if s.message_id in seen:
+            continue
+        seen.add(s.message_id)
         try:
             ok.append((s, s.body.decode("utf-8")))
         except UnicodeDecodeError:
@@ -248,26 +250,32 @@ def _split_decodable(staged: list[Staged]) -> tuple[list[tuple[Staged, str]], li
     return ok, other
 
 
+def epoch_ms(seconds: float) -> int:
+    """Epoch seconds -> whole milliseconds, as `datetime.fromtimestamp` rounds (microseconds, half to
+    even) and the Python transform cuts them (to milliseconds); without building a datetime."""
+    whole = math.floor(seconds)
+    micros = round((seconds - whole) * 1e6)
+    return whole * 1000 + micros // 1000
+
+
 def _staged_arrow(decoded: list[tuple[Staged, str]], sources: dict[str, Source]) -> Any:
     """Claimed bodies as an Arrow table for DuckDB; received_at cut to milliseconds as the events carry it."""
     import pyarrow as pa
 
     staged = [s for s, _ in decoded]
-    received = []
-    for s in staged:
-        moment = datetime.fromtimestamp(s.received_at, tz=UTC)
-        received.append(moment.replace(microsecond=moment.microsecond // 1000 * 1000))
-    return pa.table(
+    table = pa.table(
         {
             "seq": pa.array([s.seq for s in staged], pa.int64()),
             "message_id": pa.array([s.message_id for s in staged], pa.string()),
             "source_id": pa.array([s.source_id for s in staged], pa.string()),
             "schema_name": pa.array([sources[s.source_id].schema for s in staged], pa.string()),
-            "received_at": pa.array(received, pa.timestamp("us", tz="UTC")),
+            "received_at": pa.array([epoch_ms(s.received_at) for s in staged], pa.timestamp("ms", tz="UTC")),
             "request_ip": pa.array([s.request_ip for s in staged], pa.string()),
             "body": pa.array([body for _, body in decoded], pa.string()),
         }
     )
+    # In chunks, so that DuckDB parses them on every core (one chunk is one thread's work).
+    return pa.Table.from_batches(table.to_batches(max_chunksize=2048))
 
 
 class PostgresWriter(Writer):

@@ -1,0 +1,140 @@
+"""Claims in staging (SQLite claim rows, PostgreSQL row leases) and the crash window after a commit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from loader import service
+from loader.staging import LANDED, PENDING, Incoming, Staging
+from loader.staging.store import claim_token
+from loader.warehouse.writer import epoch_ms
+from tests.conftest import make_settings, rows
+from tests.test_landing import events
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def staging(request: pytest.FixtureRequest, tmp_path: Path) -> Staging:
+    url = (
+        f"sqlite:///{tmp_path / 'staging.sqlite'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    store = Staging(url)
+    store.create()
+    return store
+
+
+def stage(store: Staging, n: int, first: int = 0) -> None:
+    now = time.time()
+    store.append([Incoming("src", f"m{i:04d}", now, None, b"{}") for i in range(first, first + n)])
+
+
+def states(store: Staging) -> dict[str, int]:
+    with store.engine.connect() as conn:
+        return dict(conn.exec_driver_sql("SELECT message_id, state FROM loader_staged").all())  # type: ignore[arg-type]
+
+
+def test_two_landers_take_disjoint_bodies(staging: Staging) -> None:
+    stage(staging, 10)
+    a, b = claim_token(), claim_token()
+    first = staging.claim(6, 60, a)
+    second = staging.claim(6, 60, b)
+    assert [s.message_id for s in first] == [f"m{i:04d}" for i in range(6)]
+    assert [s.message_id for s in second] == [f"m{i:04d}" for i in range(6, 10)]
+    assert staging.claim(6, 60, claim_token()) == []
+    assert staging.mark_landed(a) == 6
+    staging.release(b)
+    again = staging.claim(10, 60, claim_token())
+    assert [s.message_id for s in again] == [f"m{i:04d}" for i in range(6, 10)]
+    assert sorted(states(staging).values()) == [PENDING] * 4 + [LANDED] * 6
+
+
+def test_an_expired_lease_frees_the_bodies(staging: Staging) -> None:
+    stage(staging, 3)
+    assert len(staging.claim(10, 0.05, claim_token())) == 3
+    time.sleep(0.1)
+    assert len(staging.claim(10, 60, claim_token())) == 3
+
+
+def test_claims_of_a_dead_lander_on_this_host_are_freed(staging: Staging) -> None:
+    stage(staging, 3)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    pid = int(dead.stdout)
+    token = claim_token().split(":")
+    staging.claim(10, 600, f"{token[0]}:{pid}:{token[2]}")
+    alive = claim_token()
+    stage(staging, 2, first=3)
+    assert len(staging.claim(10, 600, alive)) == 2
+    assert staging.release_dead_claims() == 1
+    assert [s.message_id for s in staging.claim(10, 600, claim_token())] == ["m0000", "m0001", "m0002"]
+
+
+def test_a_replayed_body_inside_a_live_claim_is_not_marked_by_it(staging: Staging) -> None:
+    """A claim spans seq 1..10 but holds only the pending ones; bodies put back in the queue meanwhile
+    (a replay) must stay pending when it is marked."""
+    stage(staging, 10)
+    middle = claim_token()
+    staging.claim(3, 60, (first := claim_token()))
+    staging.claim(3, 60, middle)
+    staging.claim(4, 60, (last := claim_token()))
+    staging.mark_landed(middle)  # m0003..m0005 landed
+    staging.release(first)
+    staging.release(last)
+    spanning = claim_token()
+    taken = staging.claim(10, 60, spanning)
+    assert [s.message_id for s in taken] == [f"m{i:04d}" for i in (0, 1, 2, 6, 7, 8, 9)]
+    assert staging.mark_for_replay("src", None, None) == 3  # m0003..m0005 pending again
+    assert staging.mark_landed(spanning) == 7
+    replayed = staging.claim(10, 60, claim_token())
+    assert [(s.message_id, s.replay) for s in replayed] == [(f"m{i:04d}", True) for i in (3, 4, 5)]
+
+
+def test_quarantine_touches_only_the_claim(staging: Staging) -> None:
+    stage(staging, 4)
+    mine, theirs = claim_token(), claim_token()
+    staging.claim(2, 60, mine)
+    staging.claim(2, 60, theirs)
+    staging.quarantine(mine, ["m0001", "m0003"], "bad")  # m0003 belongs to the other claim
+    assert states(staging) == {"m0000": PENDING, "m0001": 2, "m0002": PENDING, "m0003": PENDING}
+
+
+def test_a_batch_committed_but_not_marked_lands_once(tmp_path: Path, warehouse_url: str) -> None:
+    """A lander dies after the warehouse commit and before marking: the next one lands nothing twice."""
+    settings = make_settings(tmp_path, LOADER_WAREHOUSE_URL=warehouse_url)
+    added = service.source_add(settings, "Crash Window", write_key="crash-window-key-0001")
+    service.migrate_all(settings)
+    bodies = [json.dumps(e).encode() for e in events(50)]
+    with service.services(settings) as (store, warehouse):
+        now = time.time()
+        store.append(
+            [
+                Incoming(added.source.id, f"id-{i:03d}", now + i * 0.001, "127.0.0.1", b)
+                for i, b in enumerate(bodies)
+            ]
+        )
+        lander = service.make_lander(settings, store, warehouse)
+        token = claim_token()
+        claimed = store.claim(30, 60, token)
+        sources = lander._source_map(claimed)
+        lander.writer.land_staged(claimed, sources, datetime.now(UTC))  # committed, never marked
+        lander.writer.release()
+        store.release(token)  # what the lease's expiry (or a restart on this host) does
+        assert lander.drain() == 20
+    counted = rows(settings, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM crash_window.tracks")
+    assert counted == [{"n": 50, "d": 50}]
+
+
+@given(st.floats(min_value=0, max_value=4e9, allow_nan=False))
+def test_epoch_ms_matches_datetime(seconds: float) -> None:
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
+    cut = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    assert epoch_ms(seconds) == (cut - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
