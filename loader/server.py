@@ -77,8 +77,21 @@ def lander_loop(settings: Settings, stop: Event) -> None:
                 staging.purge_archive(settings.archive_retention_days * 86400.0)
                 next_purge = time.monotonic() + ARCHIVE_PURGE_EVERY_S
             if result.claimed < lander.batch_size:
-                stop.wait(settings.flush_interval_s)
+                stop.wait(rest_after(result.millis / 1000, settings.flush_interval_s))
         lander.writer.release()
+
+
+# After a batch that emptied the queue, the lander rests REST_RATIO times as long as the batch took (at
+# least the flush interval, at most REST_MAX_S). A batch costs ~50-100 ms whatever its size (planning,
+# commit), so landing every 0.1 s under a steady trickle kept a core busy that the gateway needs; resting
+# in proportion keeps the lander to about a third of a core and lets batches grow with the load.
+REST_RATIO = 2.0
+REST_MAX_S = 0.5
+
+
+def rest_after(batch_s: float, flush_interval_s: float) -> float:
+    """How long to wait before looking for more bodies, after a batch that took `batch_s`."""
+    return max(flush_interval_s, min(REST_RATIO * batch_s, REST_MAX_S))
 
 
 def start_lander(settings: Settings) -> tuple[multiprocessing.process.BaseProcess, Event]:
