@@ -1,6 +1,10 @@
 """Group commit: requests that arrive together share one staging transaction (one fsync).
 
 Each request waits for the commit that holds its body, so a 200 always means "on disk".
+
+SQLite commits run on the event loop itself: a commit of a dozen bodies takes ~0.7 ms, while handing it
+to a thread cost ~2 ms more under load (the worker waits for the GIL the busy loop holds), and every
+request of the group waits for it. PostgreSQL commits (a network round trip) go to a thread.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ class Committer:
     def __init__(self, staging: Staging, max_batch: int = 2000) -> None:
         self.staging = staging
         self.max_batch = max_batch
+        self.inline = staging.dialect == "sqlite"
         self._pending: list[tuple[Incoming, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -58,8 +63,12 @@ class Committer:
 
     async def _commit_some(self) -> None:
         batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+        records = [record for record, _ in batch]
         try:
-            await asyncio.to_thread(self.staging.append, [record for record, _ in batch])
+            if self.inline:
+                self.staging.append(records)
+            else:
+                await asyncio.to_thread(self.staging.append, records)
         except Exception as exc:
             log.error("staging commit failed for %d bodies: %s", len(batch), exc)
             for _, future in batch:
