@@ -86,7 +86,7 @@ def lander_loop(settings: Settings, stop: Event) -> None:
 # commit), so landing every 0.1 s under a steady trickle kept a core busy that the gateway needs; resting
 # in proportion keeps the lander to about a third of a core and lets batches grow with the load.
 REST_RATIO = 2.0
-REST_MAX_S = 0.5
+REST_MAX_S = 0.3
 
 
 def rest_after(batch_s: float, flush_interval_s: float) -> float:
