@@ -138,3 +138,11 @@ def test_epoch_ms_matches_datetime(seconds: float) -> None:
     moment = datetime.fromtimestamp(seconds, tz=UTC)
     cut = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
     assert epoch_ms(seconds) == (cut - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+def test_lander_rests_in_proportion_to_its_last_batch() -> None:
+    from loader.server import REST_MAX_S, rest_after
+
+    assert rest_after(0.0, 0.1) == 0.1  # idle: the flush interval
+    assert rest_after(0.08, 0.1) == pytest.approx(0.16)  # twice the batch
+    assert rest_after(5.0, 0.1) == REST_MAX_S  # never longer than the cap, so freshness stays bounded
