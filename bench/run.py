@@ -291,6 +291,7 @@ def bench_landing(work: Path, results: dict[str, Any]) -> list[bytes]:
         started = time.perf_counter()
         landed = lander.drain()
         elapsed = time.perf_counter() - started
+        lander.close()
         assert landed == LAND_EVENTS, landed
         results["land_events_per_s"] = round(LAND_EVENTS / elapsed)
         results["land_batch_size"] = settings.batch_size

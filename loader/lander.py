@@ -2,6 +2,10 @@
 
 Exactly once: a batch lands in one warehouse transaction that skips ids already there, and is marked
 landed only after that commit. A crash in between re-lands the batch, which then adds nothing.
+
+Staging's part runs beside the warehouse's: while a backlog lasts, the next batch is claimed, and the
+last one marked, on a helper thread while this one lands (DuckDB releases the GIL), which hides most of
+staging's ~8 µs per body.
 """
 
 from __future__ import annotations
@@ -9,14 +13,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from loader.batches import SchemaBatch
+from loader.batches import Prepared, SchemaBatch
 from loader.errors import TransientError
 from loader.metrics import m
 from loader.staging import Staged, Staging
 from loader.staging.sources import Source, load_sources
+from loader.staging.store import claim_token
 from loader.warehouse.engine import is_lock_conflict
 from loader.warehouse.writer import Writer
 
@@ -42,6 +48,9 @@ class Lander:
         self.batch_size = batch_size
         self.lease_s = lease_s
         self._sources: dict[str, Source] = {}
+        self._helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lander-staging")
+        self._ahead: Future[tuple[str, list[Staged]]] | None = None
+        self._marking: Future[None] | None = None
 
     def _source_map(self, claimed: list[Staged]) -> dict[str, Source]:
         if any(s.source_id not in self._sources for s in claimed):
@@ -49,28 +58,28 @@ class Lander:
         return self._sources
 
     def run_once(self) -> BatchResult:
-        """Claim one batch and land it. Raises TransientError when the warehouse cannot take it now."""
-        from loader.staging.store import claim_token
-
+        """Claim one batch and land it. Raises TransientError when the warehouse cannot take it now.
+        The batch is marked landed on the helper thread; `settle` waits for that."""
         started = time.perf_counter()
-        token = claim_token()
-        claimed = self.staging.claim(self.batch_size, self.lease_s, token)
+        token, claimed = self._take()
         result = BatchResult(claimed=len(claimed))
         if not claimed:
+            self.settle()
             self.writer.release()
             return result
+        if len(claimed) == self.batch_size:
+            self._claim_ahead()  # a backlog: staging hands over the next batch while this one lands
         try:
             added, prepared = self.writer.land_staged(claimed, self._source_map(claimed), datetime.now(UTC))
         except Exception as exc:
             self.writer.release()
             self.staging.release(token)
+            self._give_back_ahead()
             if is_lock_conflict(exc):
                 raise TransientError("warehouse file busy") from exc
             raise TransientError(f"warehouse write failed: {type(exc).__name__}: {exc}") from exc
-        self.staging.quarantine(token, prepared.unreadable, "invalid json: not one JSON object")
-        for failed_id, reason in prepared.failed:
-            self.staging.quarantine(token, [failed_id], reason)
-        self.staging.mark_landed(token)
+        self.settle()
+        self._marking = self._helper.submit(self._mark, token, prepared)
         self.writer.keep_open(busy=True)
         result.discards = prepared.discards
         result.per_source = added
@@ -79,6 +88,50 @@ class Lander:
         result.millis = (time.perf_counter() - started) * 1000
         self._observe(result, prepared.batches)
         return result
+
+    def settle(self) -> None:
+        """Wait until the last landed batch is marked. A failed mark loses nothing: the claim's lease
+        ends, the batch lands again and adds no row."""
+        marking, self._marking = self._marking, None
+        if marking is not None:
+            try:
+                marking.result()
+            except Exception as exc:
+                log.warning("marking a landed batch failed (it will be re-landed, adding nothing): %s", exc)
+
+    def close(self) -> None:
+        """Finish marking, give back a batch claimed ahead, stop the helper thread."""
+        self.settle()
+        self._give_back_ahead()
+        self._helper.shutdown(wait=True)
+        self.writer.release()
+
+    def _take(self) -> tuple[str, list[Staged]]:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            return ahead.result()
+        token = claim_token()
+        return token, self.staging.claim(self.batch_size, self.lease_s, token)
+
+    def _claim_ahead(self) -> None:
+        token = claim_token()
+        self._ahead = self._helper.submit(
+            lambda: (token, self.staging.claim(self.batch_size, self.lease_s, token))
+        )
+
+    def _give_back_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            try:
+                self.staging.release(ahead.result()[0])
+            except Exception as exc:  # its lease will end on its own
+                log.warning("could not give back a batch claimed ahead: %s", exc)
+
+    def _mark(self, token: str, prepared: Prepared) -> None:
+        self.staging.quarantine(token, prepared.unreadable, "invalid json: not one JSON object")
+        for failed_id, reason in prepared.failed:
+            self.staging.quarantine(token, [failed_id], reason)
+        self.staging.mark_landed(token)
 
     @staticmethod
     def _observe(result: BatchResult, batches: dict[str, SchemaBatch]) -> None:

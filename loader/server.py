@@ -78,7 +78,7 @@ def lander_loop(settings: Settings, stop: Event) -> None:
                 next_purge = time.monotonic() + ARCHIVE_PURGE_EVERY_S
             if result.claimed < lander.batch_size:
                 stop.wait(rest_after(result.millis / 1000, settings.flush_interval_s))
-        lander.writer.release()
+        lander.close()
 
 
 # After a batch that emptied the queue, the lander rests REST_RATIO times as long as the batch took (at

@@ -113,7 +113,11 @@ def flush(
     """Land everything staged so far; returns how many rows were added."""
     with services(settings) as (staging, warehouse):
         staging.release_dead_claims()
-        return make_lander(settings, staging, warehouse).drain(on_batch, max_wait_s)
+        lander = make_lander(settings, staging, warehouse)
+        try:
+            return lander.drain(on_batch, max_wait_s)
+        finally:
+            lander.close()
 
 
 def query(settings: Settings, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:

@@ -8,12 +8,14 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from loader import service
+from loader.errors import TransientError
 from loader.staging import LANDED, PENDING, Incoming, Staging
 from loader.staging.store import claim_token
 from loader.warehouse.writer import epoch_ms
@@ -129,6 +131,7 @@ def test_a_batch_committed_but_not_marked_lands_once(tmp_path: Path, warehouse_u
         lander.writer.release()
         store.release(token)  # what the lease's expiry (or a restart on this host) does
         assert lander.drain() == 20
+        lander.close()
     counted = rows(settings, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM crash_window.tracks")
     assert counted == [{"n": 50, "d": 50}]
 
@@ -146,3 +149,42 @@ def test_lander_rests_in_proportion_to_its_last_batch() -> None:
     assert rest_after(0.0, 0.1) == 0.1  # idle: the flush interval
     assert rest_after(0.08, 0.1) == pytest.approx(0.16)  # twice the batch
     assert rest_after(5.0, 0.1) == REST_MAX_S  # never longer than the cap, so freshness stays bounded
+
+
+def test_a_backlog_lands_once_with_the_next_batch_claimed_ahead(tmp_path: Path) -> None:
+    """Batches of 10 over 35 bodies: each full batch has the next one claimed while it lands. A failed
+    landing gives both its own claim and the one taken ahead back at once (no wait for the lease)."""
+    settings = make_settings(tmp_path, LOADER_BATCH_SIZE="10")
+    added = service.source_add(settings, "Ahead", write_key="claimed-ahead-key-0001")
+    service.migrate_all(settings)
+    bodies = [json.dumps(e).encode() for e in events(35)]
+    with service.services(settings) as (store, warehouse):
+        now = time.time()
+        store.append(
+            [Incoming(added.source.id, f"id-{i:03d}", now, "127.0.0.1", b) for i, b in enumerate(bodies)]
+        )
+        lander = service.make_lander(settings, store, warehouse)
+        real = lander.writer.land_staged
+        calls = {"n": 0}
+
+        def failing_second(*args: Any, **kwargs: Any) -> Any:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise RuntimeError("warehouse went away")
+            return real(*args, **kwargs)
+
+        lander.writer.land_staged = failing_second  # type: ignore[method-assign]
+        assert lander.run_once().landed == 10
+        with pytest.raises(TransientError):
+            lander.run_once()
+        lander.settle()
+        assert store.pending_count() == 25
+        probe = claim_token()
+        assert len(store.claim(100, 60, probe)) == 25  # nothing left claimed by the failed run
+        store.release(probe)
+        lander.close()
+    assert service.flush(settings) == 25
+    counted = rows(settings, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM ahead.tracks")
+    assert counted == [{"n": 35, "d": 35}]
+    with service.services(settings) as (store, _):
+        assert store.pending_count() == 0
