@@ -161,6 +161,20 @@ ODD = [
 def test_odd_bodies_fall_back_and_match(tmp_path: Path) -> None:
     bodies = [json.dumps(b).encode() for b in ODD]
     bodies.append(b'{"event_id":"dup","metric":"sent","metric":"opened","object_type":"email"}')
+    # A repeated key one and two levels down (SQL would read the first value, Python keeps the last).
+    bodies.append(
+        b'{"event_id":"dup2","metric":"sent","object_type":"email",'
+        b'"data":{"customer_id":"first","customer_id":"last"}}'
+    )
+    bodies.append(
+        b'{"event_id":"dup3","metric":"sent","object_type":"email",'
+        b'"data":{"identifiers":{"id":"first","id":"last","email":"a@b"}}}'
+    )
+    # The same key at two levels is no repeat; a key spelled like a deeper level's prefix is harmless.
+    bodies.append(
+        b'{"event_id":"lv","metric":"sent","object_type":"email",".customer_id":1,'
+        b'"data":{"event_id":"inner","customer_id":"c1","identifiers":{"id":"c1","event_id":"x"}}}'
+    )
     bodies.append(
         b'{"event_id":"big","object_type":"email","metric":"sent","data":{"action_id":123456789012345678901}}'
     )

@@ -113,9 +113,14 @@ def _value(name: str, kind: str) -> str:
 KEYED_OBJECTS = ("$", "$.data", "$.data.identifiers")
 
 
-def _unique_keys(index: int) -> str:
-    keys = f"keys[{index + 1}]"
-    return f"(coalesce(len({keys}), 0) = coalesce(len(list_distinct({keys})), 0))"
+def _unique_keys() -> str:
+    """No object repeats a key: every key, prefixed by its depth, counted once. (A prefixed key may
+    collide with a real one, `.a` beside `a`: the body then takes the Python path, which is right too.)"""
+    levels = [
+        "keys[1]" if depth == 0 else f"list_transform(keys[{depth + 1}], lambda k: '{'.' * depth}' || k)"
+        for depth in range(len(KEYED_OBJECTS))
+    ]
+    return f"(len(flatten(keys)) = list_unique(list_concat({', '.join(levels)})))"
 
 
 def _member(struct: str, path: str) -> str:
@@ -162,7 +167,7 @@ def parse_sql() -> str:
     plain = " AND ".join(
         [
             "json_type(body) = 'OBJECT'",
-            *(_unique_keys(i) for i in range(len(KEYED_OBJECTS))),
+            _unique_keys(),
             "NOT contains(body, '\\u0000')",
             "NOT regexp_matches(body, '[0-9]{19,}')",
             f"NOT regexp_matches(coalesce({_s('object_type')}, ''), '[^\\x00-\\x7F]')",
