@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from multiprocessing.synchronize import Event
 
@@ -28,16 +29,37 @@ ARCHIVE_PURGE_EVERY_S = 3600.0
 LANDER_NICENESS = 10
 
 
+def migrate_in_child(settings: Settings) -> None:
+    """Run the migrations in a short-lived process: neither the gateway nor the long-running lander
+    then holds Alembic and its bookkeeping in memory (~12 MB)."""
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_migrate, args=(settings,), name="loader-migrate", daemon=True
+    )
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise RuntimeError(f"migrations exited with {proc.exitcode} (their log says why)")
+
+
+def _migrate(settings: Settings) -> None:
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logs.setup(settings.log_json)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its set-up chatter; ours says what ran
+    migrate_all(settings)
+
+
 def lander_loop(settings: Settings, stop: Event) -> None:
     """Land staged bodies until told to stop or the parent dies; never gives up on a transient error."""
     die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the gateway's to handle: it stops us cleanly
     os.nice(LANDER_NICENESS)  # under load, answering Customer.io comes first; landing can wait a moment
     logs.setup(settings.log_json)
     parent = os.getppid()
     backoff = Backoff(first=0.5, cap=10.0)
     while not stop.is_set() and os.getppid() == parent:
         try:
-            migrate_all(settings)  # here, not in the gateway: it keeps DuckDB and Alembic out of its memory
+            migrate_in_child(settings)
             break
         except Exception as exc:
             wait = backoff.next()
@@ -97,7 +119,9 @@ def rest_after(batch_s: float, flush_interval_s: float) -> float:
 def start_lander(settings: Settings) -> tuple[multiprocessing.process.BaseProcess, Event]:
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
-    proc = ctx.Process(target=lander_loop, args=(settings, stop), name="loader-lander", daemon=True)
+    # Not a daemon, so that it may start the migrations' process; it dies with us all the same
+    # (die_with_parent), and serve() stops it on the way out.
+    proc = ctx.Process(target=lander_loop, args=(settings, stop), name="loader-lander")
     proc.start()
     return proc, stop
 

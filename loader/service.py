@@ -19,7 +19,6 @@ from loader.settings import Settings
 from loader.staging import LANDED, PENDING, QUARANTINED, Staging
 from loader.staging.sources import Source, add_source, find_source, load_sources
 from loader.warehouse.engine import dialect_of, make_warehouse_engine, retry_busy, safe_schema
-from loader.warehouse.migrate import upgrade
 from loader.warehouse.writer import writer_for
 
 log = logging.getLogger("loader")
@@ -69,6 +68,8 @@ def source_add(
                 raise SourceExistsError(
                     f"source {existing.name!r} already uses that name or schema {target!r}"
                 )
+        from loader.warehouse.migrate import upgrade  # Alembic is loaded only where it is used
+
         upgrade(warehouse, target)
         source, key = add_source(staging, name, target, write_key, signing_key)
     return Added(source, key)
@@ -99,6 +100,8 @@ def migrate_all(settings: Settings) -> list[str]:
     with services(settings) as (staging, warehouse):
         schemas = [s.schema for s in load_sources(staging)]
         for schema in schemas:
+            from loader.warehouse.migrate import upgrade
+
             upgrade(warehouse, schema)
     return schemas
 
