@@ -7,19 +7,18 @@ a lander thread inside the web process cut throughput by a fifth and multiplied 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
+import subprocess
+import threading
 import time
-from multiprocessing.synchronize import Event
 
 import uvicorn
 
-from loader import logs
+from loader import child, logs
 from loader.errors import TransientError
 from loader.lander import Backoff
 from loader.metrics import m, prepare_multiprocess
-from loader.process import die_with_parent
 from loader.service import make_lander, migrate_all, services
 from loader.settings import Settings
 
@@ -32,27 +31,28 @@ LANDER_NICENESS = 10
 def migrate_in_child(settings: Settings) -> None:
     """Run the migrations in a short-lived process: neither the gateway nor the long-running lander
     then holds Alembic and its bookkeeping in memory (~12 MB)."""
-    proc = multiprocessing.get_context("spawn").Process(
-        target=_migrate, args=(settings,), name="loader-migrate", daemon=True
-    )
-    proc.start()
-    proc.join()
-    if proc.exitcode != 0:
-        raise RuntimeError(f"migrations exited with {proc.exitcode} (their log says why)")
+    code = child.start("loader.server:migrate_main", settings).wait()
+    if code != 0:
+        raise RuntimeError(f"migrations exited with {code} (their log says why)")
 
 
-def _migrate(settings: Settings) -> None:
-    die_with_parent()
+def migrate_main(settings: Settings) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logs.setup(settings.log_json)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its set-up chatter; ours says what ran
     migrate_all(settings)
 
 
-def lander_loop(settings: Settings, stop: Event) -> None:
-    """Land staged bodies until told to stop or the parent dies; never gives up on a transient error."""
-    die_with_parent()
+def lander_main(settings: Settings) -> None:
+    """The lander process: lands until SIGTERM (from serve) or until its parent is gone."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the gateway's to handle: it stops us cleanly
+    lander_loop(settings, stop)
+
+
+def lander_loop(settings: Settings, stop: threading.Event) -> None:
+    """Land staged bodies until told to stop or the parent dies; never gives up on a transient error."""
     os.nice(LANDER_NICENESS)  # under load, answering Customer.io comes first; landing can wait a moment
     logs.setup(settings.log_json)
     parent = os.getppid()
@@ -116,21 +116,11 @@ def rest_after(batch_s: float, flush_interval_s: float) -> float:
     return max(flush_interval_s, min(REST_RATIO * batch_s, REST_MAX_S))
 
 
-def start_lander(settings: Settings) -> tuple[multiprocessing.process.BaseProcess, Event]:
-    ctx = multiprocessing.get_context("spawn")
-    stop = ctx.Event()
-    # Not a daemon, so that it may start the migrations' process; it dies with us all the same
-    # (die_with_parent), and serve() stops it on the way out.
-    proc = ctx.Process(target=lander_loop, args=(settings, stop), name="loader-lander")
-    proc.start()
-    return proc, stop
-
-
 def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     """Start the lander (which migrates first), serve HTTP until interrupted, stop the lander cleanly."""
     logs.setup(settings.log_json)
     prepare_multiprocess(settings.data_dir / "metrics")
-    proc, stop = start_lander(settings)
+    proc = child.start("loader.server:lander_main", settings)
     try:
         from loader.gateway.protocol import HeaderDeadlineProtocol
 
@@ -150,7 +140,8 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
 
             uvicorn.run(create_app(settings), **config)  # type: ignore[arg-type]
     finally:
-        stop.set()
-        proc.join(timeout=15)
-        if proc.is_alive():
-            proc.terminate()
+        proc.terminate()  # SIGTERM: the lander finishes its batch, marks it, and exits
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -47,6 +48,15 @@ class Settings:
             f"Settings(data_dir={str(self.data_dir)!r}, warehouse={_redact_url(self.warehouse_url)!r}, "
             f"staging={_redact_url(self.staging_url)!r}, host={self.host!r}, port={self.port})"
         )
+
+    def to_json(self) -> str:
+        """For a child process (it holds URLs with passwords: a pipe, never a log or argv)."""
+        return json.dumps({**asdict(self), "data_dir": str(self.data_dir)})
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        values = json.loads(text)
+        return cls(**{**values, "data_dir": Path(values["data_dir"])})
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, env_file: str | None = ".env") -> Settings:

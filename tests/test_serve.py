@@ -71,3 +71,34 @@ def test_events_are_queryable_while_serving(env: dict[str, str], tmp_path: Path)
         assert seen == 20
     finally:
         server.stop()
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("how", ["stop", "kill -9"])
+def test_the_lander_ends_with_the_server(tmp_path: Path, how: str) -> None:
+    """A clean stop ends the lander with it; a kill -9 of the server leaves no lander holding files."""
+    env = loader_env(tmp_path / "data")
+    server = Server(env, tmp_path / "serve.log")
+    deadline = time.monotonic() + 10
+    while not (landers := _children(server.proc.pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert landers, "serve started no lander"
+    server.stop() if how == "stop" else server.kill()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in landers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in landers), [
+        (p, Path(f"/proc/{p}/stat").read_text()[:80]) for p in landers if _alive(p)
+    ]
+    assert "Traceback" not in server.output()
