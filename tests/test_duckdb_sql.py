@@ -161,6 +161,17 @@ ODD = [
 def test_odd_bodies_fall_back_and_match(tmp_path: Path) -> None:
     bodies = [json.dumps(b).encode() for b in ODD]
     bodies.append(b'{"event_id":"dup","metric":"sent","metric":"opened","object_type":"email"}')
+    # Integers past 64 bits where nothing maps them, and as the timestamp.
+    bodies.append(
+        b'{"event_id":"huge1","object_type":"email","metric":"sent","extra":123456789012345678901234567890,'
+        b'"data":{"customer_id":"c","unmapped":-99999999999999999999999}}'
+    )
+    bodies.append(
+        b'{"event_id":"huge2","object_type":"email","metric":"sent","timestamp":98765432109876543210}'
+    )
+    bodies.append(
+        b'{"event_id":"huge3","object_type":"email","metric":"sent","timestamp":18446744073709551615}'
+    )
     # A repeated key one and two levels down (SQL would read the first value, Python keeps the last).
     bodies.append(
         b'{"event_id":"dup2","metric":"sent","object_type":"email",'
