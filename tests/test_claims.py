@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from loader import service
 from loader.errors import TransientError
+from loader.settings import Settings
 from loader.staging import LANDED, PENDING, Incoming, Staging
 from loader.staging.store import claim_token
 from loader.warehouse.writer import epoch_ms
@@ -109,20 +110,26 @@ def test_quarantine_touches_only_the_claim(staging: Staging) -> None:
     assert states(staging) == {"m0000": PENDING, "m0001": 2, "m0002": PENDING, "m0003": PENDING}
 
 
-def test_a_batch_committed_but_not_marked_lands_once(tmp_path: Path, warehouse_url: str) -> None:
-    """A lander dies after the warehouse commit and before marking: the next one lands nothing twice."""
-    settings = make_settings(tmp_path, LOADER_WAREHOUSE_URL=warehouse_url)
-    added = service.source_add(settings, "Crash Window", write_key="crash-window-key-0001")
+def staged_source(tmp_path: Path, name: str, count: int, **env: str) -> Settings:
+    """Settings with one migrated source and `count` distinct events staged for it, not landed."""
+    settings = make_settings(tmp_path, **env)
+    added = service.source_add(settings, name, write_key=f"{name.lower().replace(' ', '-')}-key-0001")
     service.migrate_all(settings)
-    bodies = [json.dumps(e).encode() for e in events(50)]
-    with service.services(settings) as (store, warehouse):
-        now = time.time()
+    now = time.time()
+    with service.services(settings) as (store, _):
         store.append(
             [
-                Incoming(added.source.id, f"id-{i:03d}", now + i * 0.001, "127.0.0.1", b)
-                for i, b in enumerate(bodies)
+                Incoming(added.source.id, f"id-{i:03d}", now + i * 0.001, "127.0.0.1", json.dumps(e).encode())
+                for i, e in enumerate(events(count))
             ]
         )
+    return settings
+
+
+def test_a_batch_committed_but_not_marked_lands_once(tmp_path: Path, warehouse_url: str) -> None:
+    """A lander dies after the warehouse commit and before marking: the next one lands nothing twice."""
+    settings = staged_source(tmp_path, "Crash Window", 50, LOADER_WAREHOUSE_URL=warehouse_url)
+    with service.services(settings) as (store, warehouse):
         lander = service.make_lander(settings, store, warehouse)
         token = claim_token()
         claimed = store.claim(30, 60, token)
@@ -154,15 +161,8 @@ def test_lander_rests_in_proportion_to_its_last_batch() -> None:
 def test_a_backlog_lands_once_with_the_next_batch_claimed_ahead(tmp_path: Path) -> None:
     """Batches of 10 over 35 bodies: each full batch has the next one claimed while it lands. A failed
     landing gives both its own claim and the one taken ahead back at once (no wait for the lease)."""
-    settings = make_settings(tmp_path, LOADER_BATCH_SIZE="10")
-    added = service.source_add(settings, "Ahead", write_key="claimed-ahead-key-0001")
-    service.migrate_all(settings)
-    bodies = [json.dumps(e).encode() for e in events(35)]
+    settings = staged_source(tmp_path, "Ahead", 35, LOADER_BATCH_SIZE="10")
     with service.services(settings) as (store, warehouse):
-        now = time.time()
-        store.append(
-            [Incoming(added.source.id, f"id-{i:03d}", now, "127.0.0.1", b) for i, b in enumerate(bodies)]
-        )
         lander = service.make_lander(settings, store, warehouse)
         real = lander.writer.land_staged
         calls = {"n": 0}
