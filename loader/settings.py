@@ -77,7 +77,7 @@ class Settings:
             batch_size=_int(env, "LOADER_BATCH_SIZE", 25000),
             flush_interval_s=_float(env, "LOADER_FLUSH_INTERVAL_S", 0.1),
             claim_lease_s=_float(env, "LOADER_CLAIM_LEASE_S", 60.0),
-            archive_retention_days=_int(env, "LOADER_ARCHIVE_RETENTION_DAYS", 0),
+            archive_retention_days=_retention_days(env),
             log_json=env.get("LOADER_LOG_JSON", "").lower() in ("1", "true", "yes"),
         )
 
@@ -94,6 +94,22 @@ def _number(env: dict[str, str], name: str, default: T, kind: Callable[[str], T]
         return kind(raw)
     except ValueError:
         raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
+
+
+# Customer.io retries a webhook for up to 7 days. Staging's record of an event (its unique message id) is
+# what stops a retry that late from landing twice, so it must outlive the retries.
+MIN_RETENTION_DAYS = 8
+
+
+def _retention_days(env: dict[str, str]) -> int:
+    days = _int(env, "LOADER_ARCHIVE_RETENTION_DAYS", 0)
+    if 0 < days < MIN_RETENTION_DAYS or days < 0:
+        raise ConfigError(
+            f"LOADER_ARCHIVE_RETENTION_DAYS must be 0 (keep forever) or at least {MIN_RETENTION_DAYS}: "
+            "Customer.io retries for up to 7 days, and staging's record of an event is what keeps a late "
+            f"retry from landing twice; got {days}"
+        )
+    return days
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:

@@ -1,6 +1,8 @@
 """The command line as a user runs it: transform, status, replay, backfill, quarantine, errors."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,9 +127,6 @@ def test_archive_retention_drops_only_old_landed_bodies(client: TestClient, sett
 
 
 def test_flush_fails_with_a_message_when_the_warehouse_is_unreachable(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     env = loader_env(tmp_path)
     cli(env, "source", "add", "Down", "--write-key", "K-down-000001")
     env["LOADER_WAREHOUSE_URL"] = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
@@ -148,3 +147,15 @@ def test_flush_fails_with_a_message_when_the_warehouse_is_unreachable(tmp_path: 
     assert proc.returncode != 0
     assert b"loader:" in proc.stderr and b"warehouse" in proc.stderr
     assert b"Traceback" not in proc.stderr
+
+
+def test_an_archive_shorter_than_customer_io_retries_is_refused(tmp_path: Path) -> None:
+    """Staging's record of an event stops a late retry; a retention under 8 days would let one double."""
+    env = loader_env(tmp_path, LOADER_ARCHIVE_RETENTION_DAYS="3")
+    proc = subprocess.run(
+        [sys.executable, "-m", "loader", "status"], env=env, capture_output=True, timeout=60
+    )
+    assert proc.returncode != 0
+    assert b"LOADER_ARCHIVE_RETENTION_DAYS" in proc.stderr and b"Traceback" not in proc.stderr
+    env["LOADER_ARCHIVE_RETENTION_DAYS"] = "30"
+    cli(env, "status")
