@@ -156,8 +156,8 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
     result = backfill(settings, args.file, args.source, progress=not args.quiet)
     print(
-        f"read {result.lines} line(s): staged {result.staged}, quarantined {result.quarantined}; "
-        f"landed {result.landed} new row(s)"
+        f"read {result.lines} line(s): staged {result.staged}, quarantined {result.quarantined}, "
+        f"already in the warehouse {result.already_landed}; landed {result.landed} new row(s)"
     )
     return 0
 

@@ -145,6 +145,18 @@ def query(settings: Settings, sql: str) -> tuple[list[str], list[tuple[Any, ...]
         engine.dispose()
 
 
+def landed_ids(warehouse: Engine, schema: str, ids: list[str]) -> set[str]:
+    """Which of these message ids are in the schema's `tracks` already (a full look-up, unlike the
+    lander's, which trusts staging to remember every id it took)."""
+    writer = writer_for(warehouse)
+
+    def run() -> set[str]:
+        with warehouse.connect() as conn:
+            return writer.existing_ids(conn, schema, ids)
+
+    return retry_busy(run) if ids else set()
+
+
 def status(settings: Settings) -> list[dict[str, Any]]:
     """Per source: backlog, landed, last landing, quarantined, discards."""
     with services(settings) as (staging, warehouse):

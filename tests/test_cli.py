@@ -84,6 +84,12 @@ def test_backfill_is_idempotent(tmp_path: Path, settings: Settings, source: serv
     assert (result.lines, result.quarantined, result.landed) == (len(bodies) + 1, 1, distinct)
     assert backfill(settings, str(file), "Customer IO Prod", progress=False).landed == 0
     assert rows(settings, "SELECT count(*) AS n FROM customer_io_prod.tracks") == [{"n": distinct}]
+    # Staging's archive forgets (retention); the warehouse still has the rows: nothing lands twice.
+    with service.services(settings) as (staging, _):
+        assert staging.purge_archive(older_than_s=-10) == distinct
+    again = backfill(settings, str(file), "Customer IO Prod", progress=False)
+    assert (again.landed, again.already_landed) == (0, distinct)
+    assert rows(settings, "SELECT count(*) AS n FROM customer_io_prod.tracks") == [{"n": distinct}]
 
 
 def test_quarantine_lists_bad_bodies(tmp_path: Path, client: TestClient, settings: Settings) -> None:
