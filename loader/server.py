@@ -26,6 +26,9 @@ log = logging.getLogger("loader.lander")
 
 ARCHIVE_PURGE_EVERY_S = 3600.0
 LANDER_NICENESS = 10
+# Under `loader serve` DuckDB gets one thread: the other core answers Customer.io (and each DuckDB thread
+# keeps memory of its own). `loader flush` and backfills use every core.
+LANDER_DUCKDB_THREADS = 1
 
 
 def migrate_in_child(settings: Settings) -> None:
@@ -65,7 +68,7 @@ def lander_loop(settings: Settings, stop: threading.Event) -> None:
             wait = backoff.next()
             log.warning("migrations failed (%s); retrying in %.1fs", exc, wait)
             stop.wait(wait)
-    with services(settings) as (staging, warehouse):
+    with services(settings, duckdb_threads=LANDER_DUCKDB_THREADS) as (staging, warehouse):
         freed = staging.release_dead_claims()
         if freed:
             log.info("freed %d claims of landers that died", freed)

@@ -32,10 +32,10 @@ def open_staging(settings: Settings) -> Staging:
 
 
 @contextmanager
-def services(settings: Settings) -> Iterator[tuple[Staging, Engine]]:
+def services(settings: Settings, duckdb_threads: int | None = None) -> Iterator[tuple[Staging, Engine]]:
     """Staging and the warehouse engine, disposed of afterwards."""
     staging = open_staging(settings)
-    warehouse = make_warehouse_engine(settings.warehouse_url)
+    warehouse = make_warehouse_engine(settings.warehouse_url, duckdb_threads=duckdb_threads)
     try:
         yield staging, warehouse
     finally:

@@ -20,14 +20,17 @@ def dialect_of(url: str) -> str:
     return make_url(url).get_backend_name()
 
 
-def make_warehouse_engine(url: str, read_only: bool = False) -> Engine:
+def make_warehouse_engine(url: str, read_only: bool = False, duckdb_threads: int | None = None) -> Engine:
     """An engine for the warehouse; DuckDB files are created on first use and never pooled.
-    `read_only` opens a DuckDB file read-only (other dialects: the caller's transaction decides)."""
+    `read_only` opens a DuckDB file read-only (other dialects: the caller's transaction decides);
+    `duckdb_threads` caps DuckDB's worker threads (default: one per core)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "duckdb":
         if parsed.database and parsed.database != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
-        args = {"read_only": True} if read_only else {}
+        args: dict[str, object] = {"read_only": True} if read_only else {}
+        if duckdb_threads is not None:
+            args["config"] = {"threads": duckdb_threads}
         return create_engine(url, poolclass=NullPool, connect_args=args)
     return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
 
