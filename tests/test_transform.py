@@ -5,6 +5,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from loader.transform import Receipt, message_id, to_event, to_track
 from tests.conftest import load_cases
@@ -174,3 +176,12 @@ def test_message_id_without_event_id_comes_from_the_body_hash() -> None:
     del b["event_id"]
     assert message_id("s", b, b"one") == message_id("s", b, b"one")
     assert message_id("s", b, b"one") != message_id("s", b, b"two")
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",))))
+def test_uuid5_text_is_uuid5(name: str) -> None:
+    import uuid
+
+    from loader.transform.event import MESSAGE_ID_NAMESPACE, uuid5_text
+
+    assert uuid5_text(MESSAGE_ID_NAMESPACE.bytes, name) == str(uuid.uuid5(MESSAGE_ID_NAMESPACE, name))

@@ -108,7 +108,18 @@ def message_id(source_id: str, body: dict[str, Any] | None, raw: bytes) -> str:
         key = f"{source_id}|event|{event_id}"
     else:
         key = f"{source_id}|sha256|{hashlib.sha256(raw).hexdigest()}"
-    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, key))
+    return uuid5_text(MESSAGE_ID_NAMESPACE.bytes, key)
+
+
+def uuid5_text(namespace: bytes, name: str) -> str:
+    """`str(uuid.uuid5(namespace, name))` without the UUID object (the gateway does this per request,
+    and the object's construction and formatting were 8% of its Python time)."""
+    # SHA-1 is what RFC 4122 defines for version 5 ids; it names, it does not protect.
+    digest = bytearray(hashlib.sha1(namespace + name.encode("utf-8"), usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _properties(body: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
