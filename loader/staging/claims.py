@@ -133,15 +133,23 @@ class RowClaims:
 
 # SQLite: statements are fixed text (names are ours), run on the driver connection so that a claim can
 # take the write lock first (BEGIN IMMEDIATE): two landers never read the same free bodies.
+# Free bodies, oldest first: the (state, seq) index answers it without reading a body.
 _FREE = """
-SELECT s.seq, s.source_id, s.message_id, s.received_at, s.request_ip, s.body, s.replay
-FROM loader_staged s
+SELECT s.seq FROM loader_staged s
 WHERE s.state = 0 AND NOT EXISTS (
     SELECT 1 FROM loader_claims c WHERE s.seq BETWEEN c.first_seq AND c.last_seq
 )
 ORDER BY s.seq LIMIT :limit
 """
+_CLAIMED = f"""
+SELECT {", ".join(CLAIMED_COLUMNS)} FROM loader_staged
+WHERE seq IN (SELECT value FROM json_each(:seqs)) ORDER BY seq
+"""
 _SEQS = "SELECT value FROM json_each((SELECT seqs FROM loader_claims WHERE token = :token))"
+
+# Marking a claim landed updates its rows this many at a time, each a short transaction: the gateway's
+# commits wait for SQLite's write lock, and one UPDATE of 25,000 rows held it ~100 ms.
+MARK_CHUNK = 1000
 
 
 class ClaimRows:
@@ -164,33 +172,48 @@ class ClaimRows:
             return result
 
     def claim(self, limit: int, lease_s: float, token: str) -> list[tuple[Any, ...]]:
-        def work(db: Any) -> list[tuple[Any, ...]]:
+        """Pick the seqs and record the claim under the write lock (index only, quick); read the
+        bodies afterwards, outside it (WAL readers do not block the gateway's commits)."""
+
+        def work(db: Any) -> list[int]:
             now = time.time()
             db.execute("DELETE FROM loader_claims WHERE claimed_until < ?", (now,))
-            rows = db.execute(_FREE, {"limit": limit}).fetchall()
-            if rows:
+            seqs = [r[0] for r in db.execute(_FREE, {"limit": limit})]
+            if seqs:
                 db.execute(
                     "INSERT INTO loader_claims (token, first_seq, last_seq, seqs, claimed_until) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    (token, rows[0][0], rows[-1][0], json.dumps([r[0] for r in rows]), now + lease_s),
+                    (token, seqs[0], seqs[-1], json.dumps(seqs), now + lease_s),
                 )
-            return [tuple(r) for r in rows]
+            return seqs
 
-        result: list[tuple[Any, ...]] = self._write(work)
-        return result
+        seqs: list[int] = self._write(work)
+        if not seqs:
+            return []
+        with self.engine.connect() as conn:
+            raw: Any = conn.connection.driver_connection
+            return [tuple(r) for r in raw.execute(_CLAIMED, {"seqs": json.dumps(seqs)})]
 
     def mark_landed(self, token: str) -> int:
-        def work(db: Any) -> int:
-            count = db.execute(
-                "UPDATE loader_staged SET state = 1, landed_at = :now, replay = 0 "
-                f"WHERE state = 0 AND seq IN ({_SEQS})",
-                {"now": time.time(), "token": token},
-            ).rowcount
-            db.execute("DELETE FROM loader_claims WHERE token = ?", (token,))
-            return int(count)
-
-        result: int = self._write(work)
-        return result
+        with self.engine.connect() as conn:
+            raw: Any = conn.connection.driver_connection
+            found = raw.execute("SELECT seqs FROM loader_claims WHERE token = ?", (token,)).fetchone()
+            raw.rollback()
+        seqs: list[int] = json.loads(found[0]) if found else []
+        now, count = time.time(), 0
+        for start in range(0, len(seqs), MARK_CHUNK):
+            part = json.dumps(seqs[start : start + MARK_CHUNK])
+            count += self._write(
+                lambda db, part=part: (
+                    db.execute(
+                        "UPDATE loader_staged SET state = 1, landed_at = ?, replay = 0 "
+                        "WHERE state = 0 AND seq IN (SELECT value FROM json_each(?))",
+                        (now, part),
+                    ).rowcount
+                )
+            )
+        self.release(token)
+        return count
 
     def quarantine(self, token: str, message_ids: Sequence[str], reason: str) -> None:
         def work(db: Any) -> None:

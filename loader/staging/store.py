@@ -61,22 +61,29 @@ def _insert_ignoring_duplicates(dialect: str) -> Callable[[], Any]:
     return builders[dialect]
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.close()
+def _sqlite_pragmas(autocheckpoint_pages: int | None) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=10000")
+        if autocheckpoint_pages is not None:
+            cur.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint_pages)}")
+        cur.close()
+
+    return on_connect
 
 
-def make_staging_engine(url: str) -> Engine:
-    """An engine for staging; SQLite gets WAL and full fsync so a commit survives a crash."""
+def make_staging_engine(url: str, autocheckpoint_pages: int | None = None) -> Engine:
+    """An engine for staging; SQLite gets WAL and full fsync so a commit survives a crash.
+    `autocheckpoint_pages`: after how many WAL pages a commit on this engine copies the WAL back into
+    the database (SQLite's default is 1,000)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database:
             os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas(autocheckpoint_pages))
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
 
