@@ -21,11 +21,17 @@ from loader.gateway.committer import Committer
 from loader.gateway.sources import SourceCache
 from loader.settings import Settings
 from loader.staging import QUARANTINED, Incoming, Staging
+from loader.staging.store import make_staging_engine
 from loader.transform import message_id
 
 log = logging.getLogger("loader.gateway")
 
 BODY_TIMEOUT_S = 30.0
+# The gateway commits on its event loop, so it leaves copying SQLite's WAL back into the database to the
+# lander (which commits every batch with SQLite's default of 1,000 pages): a checkpoint in a gateway
+# commit stalled every request for 20-700 ms. Past this many pages (~80 MB) it checkpoints itself, in
+# case no lander runs.
+GATEWAY_CHECKPOINT_PAGES = 20_000
 
 
 class BodyTooLarge(Exception):
@@ -167,7 +173,8 @@ class GatewayApp:
 def create_app(settings: Settings, staging: Staging | None = None) -> ASGIApp:
     """The ASGI app; staging is created from settings unless given."""
     if staging is None:
-        staging = Staging(settings.staging_url)
+        engine = make_staging_engine(settings.staging_url, autocheckpoint_pages=GATEWAY_CHECKPOINT_PAGES)
+        staging = Staging(settings.staging_url, engine)
         staging.create()
     gateway = Gateway(settings, staging)
     app = Starlette(
