@@ -16,14 +16,15 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine, or_, select, update
 
 from loader.staging.tables import staged
 
 PENDING, LANDED, QUARANTINED = 0, 1, 2
+T = TypeVar("T")
 
 # What a claim returns per body, in this order (loader.staging.store.Staged's fields).
 CLAIMED_COLUMNS = ("seq", "source_id", "message_id", "received_at", "request_ip", "body", "replay")
@@ -55,6 +56,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Claims(Protocol):
+    """What Staging asks of a way of claiming; rows come back as CLAIMED_COLUMNS tuples."""
+
     def claim(self, limit: int, lease_s: float, token: str) -> list[tuple[Any, ...]]: ...
     def mark_landed(self, token: str) -> int: ...
     def quarantine(self, token: str, message_ids: Sequence[str], reason: str) -> None: ...
@@ -158,7 +161,7 @@ class ClaimRows:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def _write(self, work: Any) -> Any:
+    def _write(self, work: Callable[[Any], T]) -> T:
         """Run `work(cursor)` in one write transaction that holds SQLite's write lock from its start."""
         with self.engine.connect() as conn:
             raw: Any = conn.connection.driver_connection
@@ -187,7 +190,7 @@ class ClaimRows:
                 )
             return seqs
 
-        seqs: list[int] = self._write(work)
+        seqs = self._write(work)
         if not seqs:
             return []
         with self.engine.connect() as conn:
@@ -201,17 +204,18 @@ class ClaimRows:
             raw.rollback()
         seqs: list[int] = json.loads(found[0]) if found else []
         now, count = time.time(), 0
-        for start in range(0, len(seqs), MARK_CHUNK):
-            part = json.dumps(seqs[start : start + MARK_CHUNK])
-            count += self._write(
-                lambda db, part=part: (
-                    db.execute(
-                        "UPDATE loader_staged SET state = 1, landed_at = ?, replay = 0 "
-                        "WHERE state = 0 AND seq IN (SELECT value FROM json_each(?))",
-                        (now, part),
-                    ).rowcount
-                )
+
+        def mark(part: str) -> Callable[[Any], int]:
+            return lambda db: int(
+                db.execute(
+                    "UPDATE loader_staged SET state = 1, landed_at = ?, replay = 0 "
+                    "WHERE state = 0 AND seq IN (SELECT value FROM json_each(?))",
+                    (now, part),
+                ).rowcount
             )
+
+        for start in range(0, len(seqs), MARK_CHUNK):
+            count += self._write(mark(json.dumps(seqs[start : start + MARK_CHUNK])))
         self.release(token)
         return count
 
@@ -234,8 +238,8 @@ class ClaimRows:
             db.executemany("DELETE FROM loader_claims WHERE token = ?", [(t,) for t in dead])
             return len(dead)
 
-        result: int = self._write(work)
-        return result
+        return self._write(work)
 
 
-CLAIMS: dict[str, type[RowClaims] | type[ClaimRows]] = {"postgresql": RowClaims, "sqlite": ClaimRows}
+# Which claims each staging dialect uses; Staging talks to them only through the Claims protocol.
+CLAIMS: dict[str, Callable[[Engine], Claims]] = {"postgresql": RowClaims, "sqlite": ClaimRows}

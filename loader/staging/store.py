@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from loader.errors import TransientError
-from loader.staging.claims import CLAIMS, LANDED, PENDING, QUARANTINED, claim_token
+from loader.staging.claims import CLAIMS, LANDED, PENDING, QUARANTINED, Claims, claim_token
 from loader.staging.tables import metadata, staged
 
 __all__ = ["LANDED", "PENDING", "QUARANTINED", "Incoming", "Staged", "Staging", "claim_token"]
@@ -95,7 +95,7 @@ class Staging:
         self.engine = engine or make_staging_engine(url)
         self.dialect = self.engine.dialect.name
         self._insert = _insert_ignoring_duplicates(self.dialect)
-        self._claims = CLAIMS[self.dialect](self.engine)
+        self._claims: Claims = CLAIMS[self.dialect](self.engine)
         keys = ["source_id", "message_id", "received_at", "request_ip", "body", "state", "reason", "replay"]
         compiled = (
             self._insert().inline().values({k: None for k in keys}).compile(dialect=self.engine.dialect)
