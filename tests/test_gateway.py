@@ -2,12 +2,14 @@
 
 import base64
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
 from loader import service
+from loader.gateway import committer
 from loader.gateway.app import create_app
 from loader.settings import Settings
 from loader.staging import LANDED, PENDING, QUARANTINED, Staging
@@ -106,3 +108,29 @@ def test_flush_marks_landed(client: TestClient, settings: Settings) -> None:
     post(client, payload("04_legacy_email_clicked.json"))
     assert service.flush(settings) == 1
     assert staged_states(settings) == {LANDED: 1}
+
+
+def hold_write_lock(settings: Settings) -> sqlite3.Connection:
+    """Another writer (a long `loader replay`, say) takes staging's write lock and keeps it."""
+    path = settings.staging_url.removeprefix("sqlite:///")
+    holder = sqlite3.connect(path, timeout=30, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+def test_a_lock_held_too_long_is_503_and_the_retry_lands(
+    settings: Settings, source: service.Added, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(committer, "BUSY_WAIT_S", 0.3)
+    body = payload("04_legacy_email_clicked.json")
+    with TestClient(create_app(settings)) as client:
+        holder = hold_write_lock(settings)
+        try:
+            refused = post(client, body)
+        finally:
+            holder.rollback()
+            holder.close()
+        assert (refused.status_code, refused.text) == (503, "staging unavailable, retry later")
+        assert staged_states(settings) == {}
+        assert post(client, body).status_code == 200  # Customer.io's retry
+    assert staged_states(settings) == {PENDING: 1}

@@ -2,6 +2,8 @@
 
 import json
 import random
+import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -102,3 +104,39 @@ def test_the_lander_ends_with_the_server(tmp_path: Path, how: str) -> None:
         (p, Path(f"/proc/{p}/stat").read_text()[:80]) for p in landers if _alive(p)
     ]
     assert "Traceback" not in server.output()
+
+
+def test_a_held_staging_lock_holds_the_ack_not_the_server(env: dict[str, str], tmp_path: Path) -> None:
+    """While another writer holds staging's lock, a webhook waits for it (no 200 before its body is
+    committed), and the server keeps answering everything else."""
+    cli(env, "source", "add", "Busy", "--write-key", "K-busy-1")
+    server = Server(env, tmp_path / "serve.log")
+    answered: list[httpx2.Response] = []
+    try:
+        holder = sqlite3.connect(Path(env["LOADER_DATA_DIR"]) / "staging.sqlite3", timeout=30)
+        holder.isolation_level = None
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            body = json.dumps(events(1, seed=11)[0]).encode()
+            waiting = threading.Thread(
+                target=lambda: answered.append(
+                    httpx2.post(
+                        f"{server.url}/v1/webhook", params={"writeKey": "K-busy-1"}, content=body, timeout=30
+                    )
+                )
+            )
+            waiting.start()
+            time.sleep(0.5)
+            assert answered == []  # not acknowledged while its commit cannot happen
+            health = httpx2.get(f"{server.url}/health", timeout=5)
+            assert health.status_code == 200
+            assert answered == []
+        finally:
+            holder.rollback()
+            holder.close()
+        waiting.join(timeout=30)
+        assert [r.status_code for r in answered] == [200]
+    finally:
+        server.stop()
+    cli(env, "flush")
+    assert query_json(env, "SELECT count(*) AS n FROM busy.tracks") == [{"n": 1}]

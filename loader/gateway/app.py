@@ -173,7 +173,10 @@ class GatewayApp:
 def create_app(settings: Settings, staging: Staging | None = None) -> ASGIApp:
     """The ASGI app; staging is created from settings unless given."""
     if staging is None:
-        engine = make_staging_engine(settings.staging_url, autocheckpoint_pages=GATEWAY_CHECKPOINT_PAGES)
+        # A held write lock raises StagingBusy at once: the Committer retries from the loop, not inside it.
+        engine = make_staging_engine(
+            settings.staging_url, autocheckpoint_pages=GATEWAY_CHECKPOINT_PAGES, busy_timeout_s=0
+        )
         staging = Staging(settings.staging_url, engine)
         staging.create()
     gateway = Gateway(settings, staging)

@@ -7,6 +7,7 @@ when several hosts share it. Claims are leases, so a lander that dies mid-batch 
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,21 @@ from loader.errors import TransientError
 from loader.staging.claims import CLAIMS, LANDED, PENDING, QUARANTINED, Claims, claim_token
 from loader.staging.tables import metadata, staged
 
-__all__ = ["LANDED", "PENDING", "QUARANTINED", "Incoming", "Staged", "Staging", "claim_token"]
+__all__ = [
+    "LANDED",
+    "PENDING",
+    "QUARANTINED",
+    "Incoming",
+    "Staged",
+    "Staging",
+    "StagingBusy",
+    "claim_token",
+]
+
+
+class StagingBusy(TransientError):
+    """Another connection holds SQLite's write lock (an engine made with busy_timeout_s=0): the caller
+    tries again in a moment instead of blocking."""
 
 
 @dataclass(frozen=True)
@@ -61,12 +76,20 @@ def _insert_ignoring_duplicates(dialect: str) -> Callable[[], Any]:
     return builders[dialect]
 
 
-def _sqlite_pragmas(autocheckpoint_pages: int | None) -> Callable[[Any, Any], None]:
+SYNCHRONOUS = ("FULL", "NORMAL")
+
+
+def _sqlite_pragmas(
+    autocheckpoint_pages: int | None, synchronous: str, busy_timeout_s: float
+) -> Callable[[Any, Any], None]:
+    if synchronous not in SYNCHRONOUS:  # never OFF: checkpoints must still sync
+        raise ValueError(f"synchronous must be one of {SYNCHRONOUS}")
+
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")
-        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         if autocheckpoint_pages is not None:
             cur.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint_pages)}")
         cur.close()
@@ -74,16 +97,23 @@ def _sqlite_pragmas(autocheckpoint_pages: int | None) -> Callable[[Any, Any], No
     return on_connect
 
 
-def make_staging_engine(url: str, autocheckpoint_pages: int | None = None) -> Engine:
+def make_staging_engine(
+    url: str,
+    autocheckpoint_pages: int | None = None,
+    synchronous: str = "FULL",
+    busy_timeout_s: float = 10.0,
+) -> Engine:
     """An engine for staging; SQLite gets WAL and full fsync so a commit survives a crash.
     `autocheckpoint_pages`: after how many WAL pages a commit on this engine copies the WAL back into
-    the database (SQLite's default is 1,000)."""
+    the database (SQLite's default is 1,000). `synchronous="NORMAL"`: commits do not fsync (they become
+    durable with the next commit that does, or the next checkpoint): for writes that may be lost.
+    `busy_timeout_s=0`: a held write lock raises StagingBusy at once instead of waiting."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database:
             os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
-        event.listen(engine, "connect", _sqlite_pragmas(autocheckpoint_pages))
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout_s})
+        event.listen(engine, "connect", _sqlite_pragmas(autocheckpoint_pages, synchronous, busy_timeout_s))
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
 
@@ -137,6 +167,8 @@ class Staging:
                 # (SQLAlchemy's per-row processing showed in the gateway's profile).
                 conn.exec_driver_sql(self._insert_sql, params)
         except DBAPIError as exc:
+            if getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+                raise StagingBusy("staging busy: another writer holds the lock") from exc
             raise TransientError(f"staging unavailable: {type(exc.orig).__name__}") from exc
 
     def claim(self, limit: int, lease_s: float, token: str) -> list[Staged]:
