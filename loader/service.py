@@ -18,23 +18,29 @@ from loader.naming import qualified, schema_name
 from loader.settings import Settings
 from loader.staging import LANDED, PENDING, QUARANTINED, Staging
 from loader.staging.sources import Source, add_source, find_source, load_sources
+from loader.staging.store import make_staging_engine
 from loader.warehouse.engine import dialect_of, make_warehouse_engine, retry_busy, safe_schema
 from loader.warehouse.writer import writer_for
 
 log = logging.getLogger("loader")
 
 
-def open_staging(settings: Settings) -> Staging:
+def open_staging(settings: Settings, synchronous: str = "FULL") -> Staging:
     settings.ensure_data_dir()
-    staging = Staging(settings.staging_url)
+    staging = Staging(
+        settings.staging_url, make_staging_engine(settings.staging_url, synchronous=synchronous)
+    )
     staging.create()
     return staging
 
 
 @contextmanager
-def services(settings: Settings, duckdb_threads: int | None = None) -> Iterator[tuple[Staging, Engine]]:
-    """Staging and the warehouse engine, disposed of afterwards."""
-    staging = open_staging(settings)
+def services(
+    settings: Settings, duckdb_threads: int | None = None, staging_synchronous: str = "FULL"
+) -> Iterator[tuple[Staging, Engine]]:
+    """Staging and the warehouse engine, disposed of afterwards. `staging_synchronous="NORMAL"` (SQLite)
+    is for the lander alone: see loader.server.lander_loop."""
+    staging = open_staging(settings, staging_synchronous)
     warehouse = make_warehouse_engine(settings.warehouse_url, duckdb_threads=duckdb_threads)
     try:
         yield staging, warehouse

@@ -188,3 +188,19 @@ def test_a_backlog_lands_once_with_the_next_batch_claimed_ahead(tmp_path: Path) 
     assert counted == [{"n": 35, "d": 35}]
     with service.services(settings) as (store, _):
         assert store.pending_count() == 0
+
+
+def test_only_the_lander_commits_staging_without_fsync(tmp_path: Path) -> None:
+    """The gateway's appends and the CLI's writes fsync (synchronous=FULL, 2); the lander's claims and
+    marks (NORMAL, 1) need not, since one lost re-lands a batch that adds nothing. OFF is refused."""
+    settings = make_settings(tmp_path)
+
+    def synchronous(**kw: Any) -> int:
+        with service.services(settings, **kw) as (store, _):
+            with store.engine.connect() as conn:
+                return int(conn.exec_driver_sql("PRAGMA synchronous").scalar_one())
+
+    assert synchronous() == 2
+    assert synchronous(staging_synchronous="NORMAL") == 1
+    with pytest.raises(ValueError):
+        synchronous(staging_synchronous="OFF")
