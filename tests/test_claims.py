@@ -196,9 +196,8 @@ def test_only_the_lander_commits_staging_without_fsync(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
 
     def synchronous(**kw: Any) -> int:
-        with service.services(settings, **kw) as (store, _):
-            with store.engine.connect() as conn:
-                return int(conn.exec_driver_sql("PRAGMA synchronous").scalar_one())
+        with service.services(settings, **kw) as (store, _), store.engine.connect() as conn:
+            return int(conn.exec_driver_sql("PRAGMA synchronous").scalar_one())
 
     assert synchronous() == 2
     assert synchronous(staging_synchronous="NORMAL") == 1
