@@ -153,7 +153,7 @@ def query(settings: Settings, sql: str) -> tuple[list[str], list[tuple[Any, ...]
 
 def landed_ids(warehouse: Engine, schema: str, ids: list[str]) -> set[str]:
     """Which of these message ids are in the schema's `tracks` already (a full look-up, unlike the
-    lander's, which trusts staging to remember every id it took)."""
+    DuckDB lander's, which looks that far only for events older than Customer.io's retries)."""
     writer = writer_for(warehouse)
 
     def run() -> set[str]:

@@ -132,6 +132,28 @@ def test_archive_retention_drops_only_old_landed_bodies(client: TestClient, sett
     assert counts == {0: 1, 2: 1}
 
 
+def test_a_body_posted_again_after_its_archive_was_purged_lands_once(
+    client: TestClient, settings: Settings
+) -> None:
+    """Staging's record of an id stops retries within Customer.io's 7 days; a body posted again by hand
+    after retention purged that record (its event is older than 7 days) is still found in the warehouse."""
+    old = payload("04_legacy_email_clicked.json")
+    timeless = json.loads(old)  # no time of its own: its age is unknown, so it is checked too
+    del timeless["timestamp"]
+    timeless["event_id"] = "timeless-1"
+    bodies = [old, json.dumps(timeless).encode()]
+    for body in bodies:
+        assert post(client, body).status_code == 200
+    service.flush(settings)
+    with service.services(settings) as (staging, _):
+        assert staging.purge_archive(older_than_s=-10) == 2
+    for body in bodies:
+        assert post(client, body).status_code == 200  # staging no longer knows it: staged again
+    service.flush(settings)
+    assert rows(settings, "SELECT count(*) AS n FROM customer_io_prod.tracks") == [{"n": 2}]
+    assert rows(settings, "SELECT count(*) AS n FROM customer_io_prod.email_link_clicked") == [{"n": 2}]
+
+
 def test_flush_fails_with_a_message_when_the_warehouse_is_unreachable(tmp_path: Path) -> None:
     env = loader_env(tmp_path)
     cli(env, "source", "add", "Down", "--write-key", "K-down-000001")

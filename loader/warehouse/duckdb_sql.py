@@ -239,7 +239,16 @@ LEFT JOIN _loader_names n ON n.ot = lower({object_type}) AND n.metric = {metric}
 
 SLOW_IDS_SQL = "SELECT id FROM _loader_parsed WHERE NOT plain"
 PLAIN_SCHEMAS_SQL = "SELECT DISTINCT schema_name FROM _loader_parsed WHERE plain ORDER BY 1"
-SPAN_SQL = "SELECT min(received_at), max(received_at) FROM _loader_parsed WHERE plain AND schema_name = ?"
+# Staging keeps every body (and so its id) at least 8 days, and Customer.io retries an event for at most 7:
+# a retry finds its id in staging and is never staged twice. A row is checked against every id in tracks
+# only when its event is older than that (a body posted again by hand after retention purged its staged
+# copy) or has no time of its own (received_at stands in for it, so age says nothing).
+TRUSTED_AGE_S = 7 * 86400
+SPAN_SQL = """
+SELECT min(received_at), max(received_at),
+    count(*) FILTER (WHERE original_timestamp < ? OR original_timestamp = received_at)
+FROM _loader_parsed WHERE plain AND schema_name = ?
+"""
 EVENT_COUNTS_SQL = (
     "SELECT event, count(*) FROM _loader_parsed WHERE plain AND schema_name = ? GROUP BY event ORDER BY event"
 )
@@ -261,11 +270,23 @@ def insert_sql(schema: str, table: str, track_only: bool) -> str:
 def drop_landed_sql(schema: str) -> str:
     """Take out of `_loader_parsed` the plain rows of one schema whose id is in `tracks` already;
     parameters: schema, first and last received_at of its rows (SPAN_SQL). Staging keeps message ids
-    unique, so an id can be there only when this very body landed before its claim was marked (a lander
-    died in between). That row has the same received_at: comparing within the span reads the newest row
-    groups, not every id ever landed."""
+    unique, so for a recent event an id can be there only when this very body landed before its claim
+    was marked (a lander died in between). That row has the same received_at: comparing within the span
+    reads the newest row groups, not every id ever landed. Older events: drop_old_landed_sql."""
     tracks = qualified(schema, "tracks")
     return (
         "DELETE FROM _loader_parsed p WHERE p.plain AND p.schema_name = ? AND EXISTS ("
         f"SELECT 1 FROM {tracks} t WHERE t.received_at BETWEEN ? AND ? AND t.id = p.id)"
+    )
+
+
+def drop_old_landed_sql(schema: str) -> str:
+    """Take out of `_loader_parsed` the plain rows of one schema that SPAN_SQL counts as old and whose id
+    is anywhere in `tracks` (a scan of its ids, paid only by batches that hold such rows); parameters:
+    schema, the cutoff."""
+    tracks = qualified(schema, "tracks")
+    return (
+        "DELETE FROM _loader_parsed p WHERE p.plain AND p.schema_name = ? "
+        "AND (p.original_timestamp < ? OR p.original_timestamp = p.received_at) "
+        f"AND EXISTS (SELECT 1 FROM {tracks} t WHERE t.id = p.id)"
     )

@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Engine, delete, select, text
@@ -220,8 +220,11 @@ class DuckDBSqlWriter(DuckDBWriter):
     def _land_plain(raw: Any, schema: str, uuid_ts: datetime) -> int:
         from loader.warehouse import duckdb_sql
 
-        lo, hi = raw.execute(duckdb_sql.SPAN_SQL, [schema]).fetchone()
+        cutoff = datetime.now(UTC) - timedelta(seconds=duckdb_sql.TRUSTED_AGE_S)
+        lo, hi, old = raw.execute(duckdb_sql.SPAN_SQL, [cutoff, schema]).fetchone()
         raw.execute(duckdb_sql.drop_landed_sql(schema), [schema, lo, hi])
+        if old:
+            raw.execute(duckdb_sql.drop_old_landed_sql(schema), [schema, cutoff])
         events = raw.execute(duckdb_sql.EVENT_COUNTS_SQL, [schema]).fetchall()
         if not events:
             return 0
