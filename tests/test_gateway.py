@@ -1,5 +1,6 @@
 """The gateway over real HTTP requests (Starlette's TestClient): statuses, bodies, staging, quarantine."""
 
+import asyncio
 import base64
 import json
 import sqlite3
@@ -133,4 +134,36 @@ def test_a_lock_held_too_long_is_503_and_the_retry_lands(
         assert (refused.status_code, refused.text) == (503, "staging unavailable, retry later")
         assert staged_states(settings) == {}
         assert post(client, body).status_code == 200  # Customer.io's retry
+    assert staged_states(settings) == {PENDING: 1}
+
+
+def test_stopping_waits_for_a_commit_that_waits_for_the_lock(
+    settings: Settings, source: service.Added
+) -> None:
+    """A shutdown while a commit retries a held lock still commits it and answers its request."""
+    from loader.gateway.committer import Committer
+    from loader.staging import Incoming
+    from loader.staging.store import make_staging_engine
+
+    staging = Staging(settings.staging_url, make_staging_engine(settings.staging_url, busy_timeout_s=0))
+    record = Incoming(source.source.id, "m-stop-1", 1.0, None, b'{"event_id":"stop-1"}')
+
+    async def scenario() -> None:
+        committer = Committer(staging)
+        committer.start()
+        holder = hold_write_lock(settings)
+        waiting = asyncio.create_task(committer.submit(record))
+        await asyncio.sleep(0.05)  # its commit is retrying
+        stopping = asyncio.create_task(committer.stop())
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and not stopping.done()
+        holder.rollback()
+        holder.close()
+        await asyncio.wait_for(stopping, 15)
+        await asyncio.wait_for(waiting, 1)  # answered: committed
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        staging.dispose()
     assert staged_states(settings) == {PENDING: 1}

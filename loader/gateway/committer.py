@@ -13,7 +13,6 @@ PostgreSQL commits (a network round trip) go to a thread.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from loader.staging import Incoming, Staging
@@ -37,20 +36,19 @@ class Committer:
         self._pending: list[tuple[Incoming, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.commits = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        """Commit what is queued, then stop."""
+        """Commit what is queued, including a commit still waiting for the lock, then stop."""
         if self._task is None:
             return
-        while self._pending:
-            await self._commit_some()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        self._stopping = True
+        self._wake.set()
+        await self._task
 
     @property
     def alive(self) -> bool:
@@ -69,6 +67,8 @@ class Committer:
             self._wake.clear()
             while self._pending:
                 await self._commit_some()
+            if self._stopping:
+                return
 
     async def _commit_some(self) -> None:
         batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
