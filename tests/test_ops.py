@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from loader import service
@@ -137,3 +139,20 @@ def test_dashboard_in_a_real_browser_and_metrics_across_processes(tmp_path: Path
     log = server.output()
     assert "landed batch schema=customer_io_prod" in log
     assert "K-dashboard-01" not in log
+
+
+@given(st.lists(st.floats(min_value=1e9, max_value=4e9, allow_nan=False), min_size=1, max_size=20))
+def test_log_times_formatted_once_a_second_read_as_the_standard_formatter_does(created: list[float]) -> None:
+    """The line formatter caches the date part per second; every line must still carry its own time."""
+    import logging
+
+    from loader import logs
+
+    ours, standard = logs.Formatter("%(asctime)s %(message)s"), logging.Formatter("%(asctime)s %(message)s")
+    json_lines = logs.JsonFormatter()
+    for when in sorted(created) + created:  # in order, then out of order (other threads' records)
+        record = logging.LogRecord("t", logging.INFO, __file__, 1, "m", None, None)
+        record.created, record.msecs = when, int((when - int(when)) * 1000)
+        assert ours.format(record) == standard.format(record)
+        expected = standard.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        assert json.loads(json_lines.format(record))["ts"] == expected

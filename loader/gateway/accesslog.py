@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from loader.metrics import m
 
 log = logging.getLogger("loader.access")
+LINE = '%s "%s %s" %d %.1fms'
 ROUTES = {"/v1/webhook": "webhook", "/health": "health", "/metrics": "metrics", "/": "dashboard"}
 
 
@@ -44,12 +45,14 @@ class AccessLog:
         finally:
             route = ROUTES.get(scope.get("path", ""), "other")
             _counter(route, status["code"]).inc()
-            client = scope.get("client")
-            log.info(
-                '%s "%s %s" %d %.1fms',
-                client[0] if client else "-",
-                scope.get("method", "-"),
-                scope.get("path", "-"),
-                status["code"],
-                (time.perf_counter() - started) * 1000,
-            )
+            if log.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                args = (
+                    client[0] if client else "-",
+                    scope.get("method", "-"),
+                    scope.get("path", "-"),
+                    status["code"],
+                    (time.perf_counter() - started) * 1000,
+                )
+                # The record is made here: log.info would also walk the stack for its caller, per request.
+                log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, LINE, args, None))
