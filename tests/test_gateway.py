@@ -4,6 +4,7 @@ import asyncio
 import base64
 import json
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,21 @@ def test_stopping_waits_for_a_commit_that_waits_for_the_lock(
     finally:
         staging.dispose()
     assert staged_states(settings) == {PENDING: 1}
+
+
+def test_the_app_waits_for_a_lock_held_while_it_creates_staging(tmp_path: Path) -> None:
+    """Several processes start at once (`serve --workers N`, the lander): creating staging waits its turn."""
+    settings = make_settings(tmp_path)
+    settings.ensure_data_dir()
+    path = settings.staging_url.removeprefix("sqlite:///")
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")  # someone else is creating it right now
+    timer = threading.Timer(0.5, holder.rollback)
+    timer.start()
+    try:
+        app = create_app(settings)
+    finally:
+        timer.join()
+        holder.close()
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200

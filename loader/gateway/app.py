@@ -173,12 +173,18 @@ class GatewayApp:
 def create_app(settings: Settings, staging: Staging | None = None) -> ASGIApp:
     """The ASGI app; staging is created from settings unless given."""
     if staging is None:
-        # A held write lock raises StagingBusy at once: the Committer retries from the loop, not inside it.
+        # Tables first, waiting for the lock like any other process (the lander, or other workers, may be
+        # creating them at the same moment); then the engine of the request path, on which a held write
+        # lock raises StagingBusy at once, so that the Committer retries from the loop, not inside SQLite.
+        setup = Staging(settings.staging_url)
+        try:
+            setup.create()
+        finally:
+            setup.dispose()
         engine = make_staging_engine(
             settings.staging_url, autocheckpoint_pages=GATEWAY_CHECKPOINT_PAGES, busy_timeout_s=0
         )
         staging = Staging(settings.staging_url, engine)
-        staging.create()
     gateway = Gateway(settings, staging)
     app = Starlette(
         routes=[
