@@ -167,7 +167,8 @@ class Staging:
                 # (SQLAlchemy's per-row processing showed in the gateway's profile).
                 conn.exec_driver_sql(self._insert_sql, params)
         except DBAPIError as exc:
-            if getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+            # The low byte: extended codes (SQLITE_BUSY_SNAPSHOT, _RECOVERY, _TIMEOUT) are busy too.
+            if (getattr(exc.orig, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY:
                 raise StagingBusy("staging busy: another writer holds the lock") from exc
             raise TransientError(f"staging unavailable: {type(exc.orig).__name__}") from exc
 
