@@ -112,9 +112,8 @@ def test_flush_marks_landed(client: TestClient, settings: Settings) -> None:
     assert staged_states(settings) == {LANDED: 1}
 
 
-def hold_write_lock(settings: Settings) -> sqlite3.Connection:
+def hold_write_lock(path: str | Path) -> sqlite3.Connection:
     """Another writer (a long `loader replay`, say) takes staging's write lock and keeps it."""
-    path = settings.staging_url.removeprefix("sqlite:///")
     holder = sqlite3.connect(path, timeout=30, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     return holder
@@ -126,7 +125,7 @@ def test_a_lock_held_too_long_is_503_and_the_retry_lands(
     monkeypatch.setattr(committer, "BUSY_WAIT_S", 0.3)
     body = payload("04_legacy_email_clicked.json")
     with TestClient(create_app(settings)) as client:
-        holder = hold_write_lock(settings)
+        holder = hold_write_lock(settings.staging_url.removeprefix("sqlite:///"))
         try:
             refused = post(client, body)
         finally:
@@ -152,7 +151,7 @@ def test_stopping_waits_for_a_commit_that_waits_for_the_lock(
     async def scenario() -> None:
         committer = Committer(staging)
         committer.start()
-        holder = hold_write_lock(settings)
+        holder = hold_write_lock(settings.staging_url.removeprefix("sqlite:///"))
         waiting = asyncio.create_task(committer.submit(record))
         await asyncio.sleep(0.05)  # its commit is retrying
         stopping = asyncio.create_task(committer.stop())

@@ -2,7 +2,6 @@
 
 import json
 import random
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ import httpx2
 import pytest
 
 from tests.procs import Server, cli, loader_env, query_json
+from tests.test_gateway import hold_write_lock
 from tests.test_landing import events
 
 pytestmark = pytest.mark.slow
@@ -113,9 +113,7 @@ def test_a_held_staging_lock_holds_the_ack_not_the_server(env: dict[str, str], t
     server = Server(env, tmp_path / "serve.log")
     answered: list[httpx2.Response] = []
     try:
-        holder = sqlite3.connect(Path(env["LOADER_DATA_DIR"]) / "staging.sqlite3", timeout=30)
-        holder.isolation_level = None
-        holder.execute("BEGIN IMMEDIATE")
+        holder = hold_write_lock(Path(env["LOADER_DATA_DIR"]) / "staging.sqlite3")
         try:
             body = json.dumps(events(1, seed=11)[0]).encode()
             waiting = threading.Thread(

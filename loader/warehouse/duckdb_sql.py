@@ -244,9 +244,10 @@ PLAIN_SCHEMAS_SQL = "SELECT DISTINCT schema_name FROM _loader_parsed WHERE plain
 # only when its event is older than that (a body posted again by hand after retention purged its staged
 # copy) or has no time of its own (received_at stands in for it, so age says nothing).
 TRUSTED_AGE_S = 7 * 86400
-SPAN_SQL = """
-SELECT min(received_at), max(received_at),
-    count(*) FILTER (WHERE original_timestamp < ? OR original_timestamp = received_at)
+# A row of `_loader_parsed` to check against every id; parameter: the cutoff (now - TRUSTED_AGE_S).
+_OLD_ROW = "(original_timestamp < ? OR original_timestamp = received_at)"
+SPAN_SQL = f"""
+SELECT min(received_at), max(received_at), count(*) FILTER (WHERE {_OLD_ROW})
 FROM _loader_parsed WHERE plain AND schema_name = ?
 """
 EVENT_COUNTS_SQL = (
@@ -286,7 +287,6 @@ def drop_old_landed_sql(schema: str) -> str:
     schema, the cutoff."""
     tracks = qualified(schema, "tracks")
     return (
-        "DELETE FROM _loader_parsed p WHERE p.plain AND p.schema_name = ? "
-        "AND (p.original_timestamp < ? OR p.original_timestamp = p.received_at) "
+        f"DELETE FROM _loader_parsed p WHERE p.plain AND p.schema_name = ? AND {_OLD_ROW} "
         f"AND EXISTS (SELECT 1 FROM {tracks} t WHERE t.id = p.id)"
     )
