@@ -5,6 +5,7 @@ import base64
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,18 @@ def test_the_app_waits_for_a_lock_held_while_it_creates_staging(tmp_path: Path) 
         holder.close()
     with TestClient(app) as client:
         assert client.get("/health").status_code == 200
+
+
+def test_an_unknown_key_while_staging_cannot_be_read_is_503_not_500(
+    client: TestClient, settings: Settings
+) -> None:
+    """Looking up a key the gateway has not seen reads staging; if that fails, Customer.io gets a 503."""
+    time.sleep(1.1)  # past the cache's minimum interval between look-ups
+    broken = sqlite3.connect(settings.staging_url.removeprefix("sqlite:///"), isolation_level=None)
+    broken.execute("ALTER TABLE loader_sources RENAME TO loader_sources_gone")
+    try:
+        response = post(client, payload("04_legacy_email_clicked.json"), key="K-not-seen-yet")
+    finally:
+        broken.execute("ALTER TABLE loader_sources_gone RENAME TO loader_sources")
+        broken.close()
+    assert (response.status_code, response.text) == (503, "staging unavailable, retry later")

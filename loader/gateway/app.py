@@ -70,7 +70,11 @@ class Gateway:
         key = write_key_from(request)
         if not key:
             return text(401, "failed to read writekey from query params")
-        source = await self.sources.get(key)
+        try:
+            source = await self.sources.get(key)
+        except Exception as exc:  # a key not seen yet is looked up in staging, which may fail
+            log.error("could not look up a write key in staging: %s", type(exc).__name__)
+            return text(503, "staging unavailable, retry later")
         if source is None:
             return text(401, "invalid write key")
         try:
