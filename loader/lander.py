@@ -106,18 +106,16 @@ class Lander:
         self._helper.shutdown(wait=True)
         self.writer.release()
 
-    def _take(self) -> tuple[str, list[Staged]]:
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None:
-            return ahead.result()
+    def _claim(self) -> tuple[str, list[Staged]]:
         token = claim_token()
         return token, self.staging.claim(self.batch_size, self.lease_s, token)
 
+    def _take(self) -> tuple[str, list[Staged]]:
+        ahead, self._ahead = self._ahead, None
+        return ahead.result() if ahead is not None else self._claim()
+
     def _claim_ahead(self) -> None:
-        token = claim_token()
-        self._ahead = self._helper.submit(
-            lambda: (token, self.staging.claim(self.batch_size, self.lease_s, token))
-        )
+        self._ahead = self._helper.submit(self._claim)
 
     def _give_back_ahead(self) -> None:
         ahead, self._ahead = self._ahead, None

@@ -103,11 +103,11 @@ def ensure_demo_source(settings: Settings) -> tuple[str, str] | None:
 
 def migrate_all(settings: Settings) -> list[str]:
     """Upgrade every source's schema to the newest revision; idempotent."""
+    from loader.warehouse.migrate import upgrade  # Alembic is loaded only where it is used
+
     with services(settings) as (staging, warehouse):
         schemas = [s.schema for s in load_sources(staging)]
         for schema in schemas:
-            from loader.warehouse.migrate import upgrade
-
             upgrade(warehouse, schema)
     return schemas
 

@@ -174,6 +174,14 @@ class ClaimRows:
             raw.commit()
             return result
 
+    def _read(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Rows of one read, outside any write lock (a WAL reader never blocks the gateway's commits)."""
+        with self.engine.connect() as conn:
+            raw: Any = conn.connection.driver_connection
+            rows = [tuple(r) for r in raw.execute(sql, params)]
+            raw.rollback()
+            return rows
+
     def claim(self, limit: int, lease_s: float, token: str) -> list[tuple[Any, ...]]:
         """Pick the seqs and record the claim under the write lock (index only, quick); read the
         bodies afterwards, outside it (WAL readers do not block the gateway's commits)."""
@@ -191,18 +199,11 @@ class ClaimRows:
             return seqs
 
         seqs = self._write(work)
-        if not seqs:
-            return []
-        with self.engine.connect() as conn:
-            raw: Any = conn.connection.driver_connection
-            return [tuple(r) for r in raw.execute(_CLAIMED, {"seqs": json.dumps(seqs)})]
+        return self._read(_CLAIMED, {"seqs": json.dumps(seqs)}) if seqs else []
 
     def mark_landed(self, token: str) -> int:
-        with self.engine.connect() as conn:
-            raw: Any = conn.connection.driver_connection
-            found = raw.execute("SELECT seqs FROM loader_claims WHERE token = ?", (token,)).fetchone()
-            raw.rollback()
-        seqs: list[int] = json.loads(found[0]) if found else []
+        found = self._read("SELECT seqs FROM loader_claims WHERE token = :token", {"token": token})
+        seqs: list[int] = json.loads(found[0][0]) if found else []
         now, count = time.time(), 0
 
         def mark(part: str) -> Callable[[Any], int]:
