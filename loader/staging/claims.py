@@ -178,7 +178,7 @@ class ClaimRows:
         """Rows of one read, outside any write lock (a WAL reader never blocks the gateway's commits)."""
         with self.engine.connect() as conn:
             raw: Any = conn.connection.driver_connection
-            rows = [tuple(r) for r in raw.execute(sql, params)]
+            rows = raw.execute(sql, params).fetchall()  # tuples already (no row factory)
             raw.rollback()
             return rows
 

@@ -11,7 +11,8 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from operator import attrgetter
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, and_, create_engine, delete, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -52,9 +53,9 @@ class Incoming:
     reason: str | None = None
 
 
-@dataclass(frozen=True)
-class Staged:
-    """A claimed body on its way to the warehouse."""
+class Staged(NamedTuple):
+    """A claimed body on its way to the warehouse. A tuple, not a dataclass: a claim builds 25,000 of
+    them at once, on a thread beside the landing one (a frozen dataclass took ~1 µs each, holding the GIL)."""
 
     seq: int
     source_id: str
@@ -174,9 +175,7 @@ class Staging:
 
     def claim(self, limit: int, lease_s: float, token: str) -> list[Staged]:
         """Take up to `limit` pending bodies, oldest first, under a lease that expires if we die."""
-        return sorted(
-            (Staged(*row) for row in self._claims.claim(limit, lease_s, token)), key=lambda s: s.seq
-        )
+        return sorted(map(Staged._make, self._claims.claim(limit, lease_s, token)), key=attrgetter("seq"))
 
     def mark_landed(self, token: str) -> int:
         """After the warehouse commit: the claimed bodies are landed (kept as the archive)."""
