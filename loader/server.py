@@ -78,7 +78,7 @@ def lander_loop(settings: Settings, stop: threading.Event) -> None:
         freed = staging.release_dead_claims()
         if freed:
             log.info("freed %d claims of landers that died", freed)
-        lander = make_lander(settings, staging, warehouse)
+        lander = make_lander(settings, staging, warehouse, duckdb_threads=LANDER_DUCKDB_THREADS)
         backoff = Backoff(first=0.1, cap=5.0)
         next_purge = time.monotonic()
         while not stop.is_set() and os.getppid() == parent:

@@ -112,8 +112,13 @@ def migrate_all(settings: Settings) -> list[str]:
     return schemas
 
 
-def make_lander(settings: Settings, staging: Staging, warehouse: Engine) -> Lander:
-    return Lander(staging, writer_for(warehouse), settings.batch_size, settings.claim_lease_s)
+def make_lander(
+    settings: Settings, staging: Staging, warehouse: Engine, duckdb_threads: int | None = None
+) -> Lander:
+    """A lander; `duckdb_threads`: the cap its warehouse engine was given, kept by the writer's own
+    DuckDB work too."""
+    writer = writer_for(warehouse, threads=duckdb_threads)
+    return Lander(staging, writer, settings.batch_size, settings.claim_lease_s)
 
 
 def flush(

@@ -190,6 +190,22 @@ def test_a_backlog_lands_once_with_the_next_batch_claimed_ahead(tmp_path: Path) 
         assert store.pending_count() == 0
 
 
+def test_a_backlog_lands_once_when_parsing_ahead_fails(tmp_path: Path, monkeypatch: Any) -> None:
+    """The next batch is parsed on the helper thread while this one lands; when that parse fails (a body
+    nobody foresaw), the batch still lands, through the Python transform, and only once."""
+    from loader.warehouse.writer import DuckDBSqlWriter
+
+    settings = staged_source(tmp_path, "Parse Fails", 35, LOADER_BATCH_SIZE="10")
+
+    def broken(*_: Any) -> Any:
+        raise ValueError("unforeseen body")
+
+    monkeypatch.setattr(DuckDBSqlWriter, "parse", broken)
+    assert service.flush(settings) == 35
+    counted = rows(settings, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM parse_fails.tracks")
+    assert counted == [{"n": 35, "d": 35}]
+
+
 def test_only_the_lander_commits_staging_without_fsync(tmp_path: Path) -> None:
     """The gateway's appends and the CLI's writes fsync (synchronous=FULL, 2); the lander's claims and
     marks (NORMAL, 1) need not, since one lost re-lands a batch that adds nothing. OFF is refused."""

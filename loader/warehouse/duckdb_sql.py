@@ -158,8 +158,9 @@ def names_table() -> pa.Table:
 
 @lru_cache(maxsize=1)
 def parse_sql() -> str:
-    """A SELECT over `_loader_in` (seq, message_id, source_id, schema_name, received_at, request_ip, body):
-    one row per body, with `plain` and every warehouse column."""
+    """A SELECT over `_loader_in` (seq, message_id, source_id, schema_name, received_at, request_ip, body)
+    and `_loader_names` (names_table): one row per body, with `plain` and every warehouse column. It reads
+    no warehouse table, so it runs on a connection of its own (DuckDBSqlWriter.parse)."""
     columns = ",\n        ".join(
         f"json_type({_member('r', path)}) AS {_t(name)}, {_member('x', path)} AS {_x(name)}"
         for name, path, _ in FIELDS
@@ -237,8 +238,9 @@ LEFT JOIN _loader_names n ON n.ot = lower({object_type}) AND n.metric = {metric}
 """
 
 
-SLOW_IDS_SQL = "SELECT id FROM _loader_parsed WHERE NOT plain"
-PLAIN_SCHEMAS_SQL = "SELECT DISTINCT schema_name FROM _loader_parsed WHERE plain ORDER BY 1"
+# The statements below run in the warehouse transaction over `_loader_parsed`: the plain rows of a batch
+# (parse_sql's output less its non-plain rows and its `plain` column), registered from Arrow.
+
 # Staging keeps every body (and so its id) at least 8 days, and Customer.io retries an event for at most 7:
 # a retry finds its id in staging and is never staged twice. A row is checked against every id in tracks
 # only when its event is older than that (a body posted again by hand after retention purged its staged
@@ -248,45 +250,44 @@ TRUSTED_AGE_S = 7 * 86400
 _OLD_ROW = "(original_timestamp < ? OR original_timestamp = received_at)"
 SPAN_SQL = f"""
 SELECT min(received_at), max(received_at), count(*) FILTER (WHERE {_OLD_ROW})
-FROM _loader_parsed WHERE plain AND schema_name = ?
+FROM _loader_parsed WHERE schema_name = ?
 """
 EVENT_COUNTS_SQL = (
-    "SELECT event, count(*) FROM _loader_parsed WHERE plain AND schema_name = ? GROUP BY event ORDER BY event"
+    "SELECT event, count(*) FROM _loader_parsed WHERE schema_name = ? GROUP BY event ORDER BY event"
 )
 
 
 def insert_sql(schema: str, table: str, track_only: bool) -> str:
-    """INSERT of one schema's plain rows (`_loader_parsed`) into one table; parameters: uuid_ts, the
-    schema, and for an event table its name."""
+    """INSERT of one schema's rows (`_loader_parsed`) into one table; parameters: uuid_ts, the schema,
+    and for an event table its name."""
     spec = TRACKS_COLUMNS if track_only else EVENT_TABLE_COLUMNS
     columns = [name for name, _ in spec]
     select = ", ".join("?" if c == "uuid_ts" else quote(c) for c in columns)
-    where = "plain AND schema_name = ?" + ("" if track_only else " AND event = ?")
+    where = "schema_name = ?" + ("" if track_only else " AND event = ?")
     target = ", ".join(quote(c) for c in columns)
     return (
         f"INSERT INTO {qualified(schema, table)} ({target}) SELECT {select} FROM _loader_parsed WHERE {where}"
     )
 
 
-def drop_landed_sql(schema: str) -> str:
-    """Take out of `_loader_parsed` the plain rows of one schema whose id is in `tracks` already;
-    parameters: schema, first and last received_at of its rows (SPAN_SQL). Staging keeps message ids
-    unique, so for a recent event an id can be there only when this very body landed before its claim
-    was marked (a lander died in between). That row has the same received_at: comparing within the span
-    reads the newest row groups, not every id ever landed. Older events: drop_old_landed_sql."""
+def landed_ids_sql(schema: str) -> str:
+    """Ids of one schema's rows in `_loader_parsed` that are in `tracks` already; parameters: schema,
+    first and last received_at of its rows (SPAN_SQL). Staging keeps message ids unique, so for a recent
+    event an id can be there only when this very body landed before its claim was marked (a lander died
+    in between). That row has the same received_at: comparing within the span reads the newest row
+    groups, not every id ever landed. Older events: old_landed_ids_sql."""
     tracks = qualified(schema, "tracks")
     return (
-        "DELETE FROM _loader_parsed p WHERE p.plain AND p.schema_name = ? AND EXISTS ("
+        "SELECT p.id FROM _loader_parsed p WHERE p.schema_name = ? AND EXISTS ("
         f"SELECT 1 FROM {tracks} t WHERE t.received_at BETWEEN ? AND ? AND t.id = p.id)"
     )
 
 
-def drop_old_landed_sql(schema: str) -> str:
-    """Take out of `_loader_parsed` the plain rows of one schema that SPAN_SQL counts as old and whose id
-    is anywhere in `tracks` (a scan of its ids, paid only by batches that hold such rows); parameters:
-    schema, the cutoff."""
+def old_landed_ids_sql(schema: str) -> str:
+    """Ids of one schema's rows that SPAN_SQL counts as old and that are anywhere in `tracks` (a scan of
+    its ids, paid only by batches that hold such rows); parameters: schema, the cutoff."""
     tracks = qualified(schema, "tracks")
     return (
-        f"DELETE FROM _loader_parsed p WHERE p.plain AND p.schema_name = ? AND {_OLD_ROW} "
+        f"SELECT p.id FROM _loader_parsed p WHERE p.schema_name = ? AND {_OLD_ROW} "
         f"AND EXISTS (SELECT 1 FROM {tracks} t WHERE t.id = p.id)"
     )
