@@ -300,7 +300,7 @@ def bench_landing(work: Path, results: dict[str, Any]) -> list[bytes]:
     settings = Settings.from_env({"LOADER_DATA_DIR": str(work / "land")}, env_file=None)
     added = service.source_add(settings, "Land", write_key=KEY)
     bodies = [body(i, "L") for i in range(LAND_EVENTS)]
-    with service.services(settings) as (staging, warehouse):
+    with service.services(settings, staging_synchronous="NORMAL") as (staging, warehouse):  # as flush
         now = time.time()
         for start in range(0, len(bodies), 5000):
             chunk = bodies[start : start + 5000]

@@ -39,7 +39,7 @@ def services(
     settings: Settings, duckdb_threads: int | None = None, staging_synchronous: str = "FULL"
 ) -> Iterator[tuple[Staging, Engine]]:
     """Staging and the warehouse engine, disposed of afterwards. `staging_synchronous="NORMAL"` (SQLite)
-    is for the lander alone: see loader.server.lander_loop."""
+    is for landers alone (serve's and flush): see loader.server.lander_loop."""
     staging = open_staging(settings, staging_synchronous)
     warehouse = make_warehouse_engine(settings.warehouse_url, duckdb_threads=duckdb_threads)
     try:
@@ -124,8 +124,9 @@ def make_lander(
 def flush(
     settings: Settings, on_batch: Callable[[BatchResult], None] | None = None, max_wait_s: float = 60.0
 ) -> int:
-    """Land everything staged so far; returns how many rows were added."""
-    with services(settings) as (staging, warehouse):
+    """Land everything staged so far; returns how many rows were added. Staging's commits skip the fsync
+    here as in serve's lander (loader.server.lander_loop says why)."""
+    with services(settings, staging_synchronous="NORMAL") as (staging, warehouse):
         staging.release_dead_claims()
         lander = make_lander(settings, staging, warehouse)
         try:
