@@ -194,6 +194,17 @@ def test_odd_bodies_fall_back_and_match(tmp_path: Path) -> None:
     assert python_rows["rudder_discards"]  # the misfits were recorded, on both paths
 
 
+def test_a_body_not_utf8_takes_the_python_path_and_the_rest_stay_plain(tmp_path: Path) -> None:
+    """The SQL path reads bodies as text; one that is not valid UTF-8 (the gateway stages none such, but
+    staging may hold older ones) goes to the Python transform, which sets it aside as unreadable."""
+    good = [json.dumps(e).encode() for e in scenario()[:6]]
+    bad = b'{"event_id":"bad","metric":"sent","object_type":"email","data":{"customer_id":"\xff\xfe"}}'
+    python_rows, sql_rows, plain = land_both(tmp_path, [*good[:3], bad, *good[3:]])
+    assert_same(python_rows, sql_rows)
+    assert plain == len(good)
+    assert len(sql_rows["tracks"]) == len(good)
+
+
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
 scalar = st.one_of(
     st.none(),

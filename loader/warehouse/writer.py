@@ -201,19 +201,19 @@ class DuckDBSqlWriter(DuckDBWriter):
 
         from loader.warehouse import duckdb_sql
 
-        fast, slow = _split_decodable([s for s in claimed if s.source_id in sources])
+        bodies, fast, slow = _text_bodies([s for s in claimed if s.source_id in sources])
         if not fast:
             return Parsed(None, slow)
         with self._parser_lock:
             parser = self._parse_connection()
-            parser.register("_loader_in", _staged_arrow(fast, sources))
+            parser.register("_loader_in", _staged_arrow(fast, bodies, sources))
             try:
                 table = parser.sql(duckdb_sql.parse_sql()).to_arrow_table()
             finally:
                 parser.unregister("_loader_in")
         plain = table["plain"]
         slow_ids = set(table.filter(pc.invert(plain))["id"].to_pylist())
-        slow += [s for s, _ in fast if s.message_id in slow_ids]
+        slow += [s for s in fast if s.message_id in slow_ids]
         return Parsed(table.filter(plain).drop_columns(["plain"]), slow)
 
     def _parse_connection(self) -> Any:
@@ -314,19 +314,33 @@ def pa_strings(values: set[str]) -> Any:
     return pa.array(sorted(values), pa.string())
 
 
-def _split_decodable(staged: list[Staged]) -> tuple[list[tuple[Staged, str]], list[Staged]]:
-    """Bodies that are valid UTF-8 (all that the gateway accepts) may take the SQL path, as text.
-    A message id met twice keeps its first body (claims never hold one twice; callers' lists might)."""
-    ok, other, seen = [], [], set()
+def _text_bodies(staged: list[Staged]) -> tuple[Any, list[Staged], list[Staged]]:
+    """The bodies as an Arrow text column, the staged bodies it holds, and those that are not valid UTF-8
+    (the gateway accepts none such; they take the Python path). A message id met twice keeps its first
+    body (claims never hold one twice; callers' lists might). Arrow checks the UTF-8 as it casts the
+    bytes, in place: no Python str per body."""
+    import pyarrow as pa
+
+    first: dict[str, Staged] = {}
     for s in staged:
-        if s.message_id in seen:
-            continue
-        seen.add(s.message_id)
-        try:
-            ok.append((s, s.body.decode("utf-8")))
-        except UnicodeDecodeError:
-            other.append(s)
-    return ok, other
+        first.setdefault(s.message_id, s)
+    unique = list(first.values()) if len(first) < len(staged) else staged
+    try:
+        return pa.array([s.body for s in unique], pa.binary()).cast(pa.string()), unique, []
+    except pa.ArrowInvalid:
+        ok: list[Staged] = []
+        other: list[Staged] = []
+        for s in unique:
+            (ok if _is_utf8(s.body) else other).append(s)
+        return pa.array([s.body for s in ok], pa.binary()).cast(pa.string()), ok, other
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def epoch_ms(seconds: float) -> int:
@@ -337,11 +351,11 @@ def epoch_ms(seconds: float) -> int:
     return whole * 1000 + micros // 1000
 
 
-def _staged_arrow(decoded: list[tuple[Staged, str]], sources: dict[str, Source]) -> Any:
-    """Claimed bodies as an Arrow table for DuckDB; received_at cut to milliseconds as the events carry it."""
+def _staged_arrow(staged: list[Staged], bodies: Any, sources: dict[str, Source]) -> Any:
+    """Claimed bodies (their text column: _text_bodies) as an Arrow table for DuckDB; received_at cut to
+    milliseconds as the events carry it."""
     import pyarrow as pa
 
-    staged = [s for s, _ in decoded]
     table = pa.table(
         {
             "seq": pa.array([s.seq for s in staged], pa.int64()),
@@ -350,7 +364,7 @@ def _staged_arrow(decoded: list[tuple[Staged, str]], sources: dict[str, Source])
             "schema_name": pa.array([sources[s.source_id].schema for s in staged], pa.string()),
             "received_at": pa.array([epoch_ms(s.received_at) for s in staged], pa.timestamp("ms", tz="UTC")),
             "request_ip": pa.array([s.request_ip for s in staged], pa.string()),
-            "body": pa.array([body for _, body in decoded], pa.string()),
+            "body": bodies,
         }
     )
     # In chunks, so that DuckDB parses them on every core (one chunk is one thread's work).
