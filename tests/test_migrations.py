@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import sysconfig
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 from starlette.testclient import TestClient
 
@@ -72,3 +79,46 @@ def test_extension_revision_upgrades_a_populated_warehouse(settings: Settings) -
     assert list(opened.values()) == [True]
     assert rows(settings, "SELECT count(*) AS n FROM old_source.in_app_message_sent") == [{"n": 1}]
     assert rows(settings, "SELECT opens FROM old_source.email_funnel") == [{"opens": 2}]
+
+
+@pytest.mark.slow
+def test_a_wheel_install_finds_its_migrations_and_views(tmp_path: Path) -> None:
+    """Installed from a wheel, not run from a checkout, the loader migrates with the migrations/ and
+    sql/ the wheel carried (as data files: they are not inside the package)."""
+    root = Path(__file__).resolve().parents[1]
+    dist, prefix = tmp_path / "dist", tmp_path / "env"
+    quiet = ["--disable-pip-version-check", "-q"]
+    subprocess.run(
+        [sys.executable, "-m", "pip", *quiet, "wheel", "--no-deps", "-w", str(dist), str(root)], check=True
+    )
+    # A new environment, installed into by its own pip (pip --prefix from ours would uninstall ours).
+    subprocess.run([sys.executable, "-m", "venv", str(prefix)], check=True)
+    python = str(prefix / "bin" / "python")
+    wheel = next(dist.glob("*.whl"))
+    subprocess.run(
+        [python, "-m", "pip", *quiet, "install", "--no-deps", "--no-index", str(wheel)], check=True
+    )
+    # The new environment borrows our dependencies (a path, not our editable install of the loader).
+    site = Path(sysconfig.get_path("purelib", vars={"base": str(prefix)}))
+    (site / "borrowed_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    env = {"PATH": os.environ["PATH"], "LOADER_DATA_DIR": str(tmp_path / "data")}
+
+    def loader(*args: str) -> str:
+        done = subprocess.run(
+            [python, "-m", "loader", *args], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    where = subprocess.run(
+        [python, "-c", "import loader.resources as r; print(r.__file__); print(r.project_dir('sql'))"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert all(Path(p).is_relative_to(prefix) for p in where), where  # the wheel's copy, not this checkout
+    loader("source", "add", "Wheel Source", "--write-key", "wheel-key-000001")
+    loader("migrate")
+    out = loader("query", "--json", "SELECT count(*) AS deliveries FROM wheel_source.email_funnel")
+    assert json.loads(out) == [{"deliveries": 0}], out

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -11,15 +9,13 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 
 from loader.naming import is_safe, quote
+from loader.resources import project_dir
 from loader.warehouse.engine import retry_busy
-
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-MIGRATIONS_DIR = PROJECT_DIR / "migrations"
 
 
 def alembic_config() -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(project_dir("migrations")))
     return cfg
 
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from sqlalchemy import Connection, text
 
 from loader.naming import quote
+from loader.resources import project_dir
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 VIEWS = ("email_funnel", "email_funnel_by_message", "email_funnel_daily")  # dependencies first
 
 
 def view_sql(name: str, schema: str) -> str:
     """A view's CREATE statement for one schema (the schema validated and quoted, never raw)."""
-    return (SQL_DIR / f"{name}.sql").read_text().replace("{schema}", quote(schema))
+    return (project_dir("sql") / f"{name}.sql").read_text().replace("{schema}", quote(schema))
 
 
 def drop_views(conn: Connection, schema: str) -> None:
