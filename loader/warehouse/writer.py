@@ -10,6 +10,7 @@ import logging
 import math
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,11 @@ from loader.warehouse.engine import is_lock_conflict
 from loader.warehouse.tables import column_kinds, event_tables, schema_tables
 
 log = logging.getLogger("loader.lander")
+
+# DuckDB suggests `con.sql(q).to_arrow_table()` over `con.execute(q).to_arrow_table()` (the latter copies
+# the rows once more), but sql() binds the query twice: for the parse query, 34 -> 25 ms at 500 bodies,
+# 248 -> 224 ms at 25,000. We take execute() and silence the advice.
+warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", category=UserWarning)
 
 
 class Writer:
@@ -208,7 +214,7 @@ class DuckDBSqlWriter(DuckDBWriter):
             parser = self._parse_connection()
             parser.register("_loader_in", _staged_arrow(fast, bodies, sources))
             try:
-                table = parser.sql(duckdb_sql.parse_sql()).to_arrow_table()
+                table = parser.execute(duckdb_sql.parse_sql()).to_arrow_table()
             finally:
                 parser.unregister("_loader_in")
         plain = table["plain"]
