@@ -31,6 +31,8 @@ log = logging.getLogger("loader.lander")
 
 
 class Claimed(NamedTuple):
+    """A claim: its token, its bodies, and what the writer's parse made of them (None: nothing)."""
+
     token: str
     bodies: list[Staged]
     parsed: Any  # Writer.parse's result

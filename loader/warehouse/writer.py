@@ -273,7 +273,7 @@ class DuckDBSqlWriter(DuckDBWriter):
                     try:
                         landed = self._landed_ids(raw, schema)
                         if landed:  # re-registered without them (a name registered again is replaced)
-                            plain = plain.filter(pc.invert(pc.is_in(plain["id"], pa_strings(landed))))
+                            plain = plain.filter(pc.invert(pc.is_in(plain["id"], _string_array(landed))))
                             raw.register("_loader_parsed", plain)
                         added[schema] = self._insert_plain(raw, schema, uuid_ts)
                     finally:
@@ -314,7 +314,7 @@ class DuckDBSqlWriter(DuckDBWriter):
         return sum(int(count) for _, count in events)
 
 
-def pa_strings(values: set[str]) -> Any:
+def _string_array(values: set[str]) -> Any:
     import pyarrow as pa
 
     return pa.array(sorted(values), pa.string())
