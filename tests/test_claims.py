@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -188,6 +189,36 @@ def test_a_backlog_lands_once_with_the_next_batch_claimed_ahead(tmp_path: Path) 
     assert counted == [{"n": 35, "d": 35}]
     with service.services(settings) as (store, _):
         assert store.pending_count() == 0
+
+
+def test_a_backlog_is_parsed_ahead_on_the_helper_thread(tmp_path: Path) -> None:
+    """Batches of 10 over 35 bodies: the first is parsed where it is taken; each next one is claimed and
+    parsed on the helper thread while the one before lands, and reaches the landing already parsed."""
+    settings = staged_source(tmp_path, "Parsed Ahead", 35, LOADER_BATCH_SIZE="10")
+    with service.services(settings) as (store, warehouse):
+        lander = service.make_lander(settings, store, warehouse)
+        writer = lander.writer
+        parse, land = writer.parse, writer.land_staged
+        parsed_on: list[str] = []
+        landed_with: list[bool] = []
+
+        def recording_parse(*args: Any) -> Any:
+            parsed_on.append(threading.current_thread().name)
+            return parse(*args)
+
+        def recording_land(claimed: Any, sources: Any, uuid_ts: Any, parsed: Any = None) -> Any:
+            landed_with.append(parsed is not None)
+            return land(claimed, sources, uuid_ts, parsed)
+
+        writer.parse = recording_parse  # type: ignore[method-assign]
+        writer.land_staged = recording_land  # type: ignore[method-assign]
+        assert lander.drain() == 35
+        lander.close()
+    assert parsed_on[0] == threading.main_thread().name
+    assert len(parsed_on) == 4 and all(name.startswith("lander-staging") for name in parsed_on[1:])
+    assert landed_with == [True, True, True, True]
+    counted = rows(settings, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM parsed_ahead.tracks")
+    assert counted == [{"n": 35, "d": 35}]
 
 
 def test_a_backlog_lands_once_when_parsing_ahead_fails(tmp_path: Path, monkeypatch: Any) -> None:
