@@ -4,8 +4,8 @@ Exactly once: a batch lands in one warehouse transaction that skips ids already 
 landed only after that commit. A crash in between re-lands the batch, which then adds nothing.
 
 While a backlog lasts, the work that needs no warehouse connection runs beside the landing, on a helper
-thread (DuckDB and SQLite release the GIL): the next batch is claimed and parsed (Writer.parse) and the
-last one marked while this one lands.
+thread (DuckDB and SQLite release the GIL): the next batch is claimed (and, with `parse_ahead`, parsed:
+Writer.parse) and the last one marked while this one lands.
 """
 
 from __future__ import annotations
@@ -51,8 +51,18 @@ class BatchResult:
 class Lander:
     """Lands staged bodies in batches; `run_once` is one claim -> land -> mark cycle."""
 
-    def __init__(self, staging: Staging, writer: Writer, batch_size: int = 5000, lease_s: float = 60.0):
+    def __init__(
+        self,
+        staging: Staging,
+        writer: Writer,
+        batch_size: int = 5000,
+        lease_s: float = 60.0,
+        parse_ahead: bool = True,
+    ):
+        """`parse_ahead`: parse the next batch on the helper thread too (a second core's work, and a
+        second batch in memory); otherwise each batch is parsed where it lands."""
         self.staging = staging
+        self.parse_ahead = parse_ahead
         self.writer = writer
         self.batch_size = batch_size
         self.lease_s = lease_s
@@ -116,10 +126,11 @@ class Lander:
         self._helper.shutdown(wait=True)
         self.writer.release()
 
-    def _claim(self) -> Claimed:
+    def _claim(self, parse: bool = False) -> Claimed:
+        """A claim; parsed too when asked (else land_staged parses it as it lands)."""
         token = claim_token()
         claimed = self.staging.claim(self.batch_size, self.lease_s, token)
-        return Claimed(token, claimed, self._parse(claimed) if claimed else None)
+        return Claimed(token, claimed, self._parse(claimed) if parse and claimed else None)
 
     def _parse(self, claimed: list[Staged]) -> Any:
         """The writer's work ahead on a batch; None when it failed (land_staged then does it all)."""
@@ -134,7 +145,7 @@ class Lander:
         return ahead.result() if ahead is not None else self._claim()
 
     def _claim_ahead(self) -> None:
-        self._ahead = self._helper.submit(self._claim)
+        self._ahead = self._helper.submit(self._claim, self.parse_ahead)
 
     def _give_back_ahead(self) -> None:
         ahead, self._ahead = self._ahead, None

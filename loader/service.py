@@ -113,12 +113,16 @@ def migrate_all(settings: Settings) -> list[str]:
 
 
 def make_lander(
-    settings: Settings, staging: Staging, warehouse: Engine, duckdb_threads: int | None = None
+    settings: Settings,
+    staging: Staging,
+    warehouse: Engine,
+    duckdb_threads: int | None = None,
+    parse_ahead: bool = True,
 ) -> Lander:
     """A lander; `duckdb_threads`: the cap its warehouse engine was given, kept by the writer's own
-    DuckDB work too."""
+    DuckDB work too; `parse_ahead`: see Lander."""
     writer = writer_for(warehouse, threads=duckdb_threads)
-    return Lander(staging, writer, settings.batch_size, settings.claim_lease_s)
+    return Lander(staging, writer, settings.batch_size, settings.claim_lease_s, parse_ahead)
 
 
 def flush(

@@ -191,12 +191,14 @@ def test_a_backlog_lands_once_with_the_next_batch_claimed_ahead(tmp_path: Path) 
         assert store.pending_count() == 0
 
 
-def test_a_backlog_is_parsed_ahead_on_the_helper_thread(tmp_path: Path) -> None:
-    """Batches of 10 over 35 bodies: the first is parsed where it is taken; each next one is claimed and
-    parsed on the helper thread while the one before lands, and reaches the landing already parsed."""
+@pytest.mark.parametrize("ahead", [True, False])
+def test_a_backlog_is_parsed_ahead_on_the_helper_thread_when_asked(tmp_path: Path, ahead: bool) -> None:
+    """Batches of 10 over 35 bodies. With parse_ahead (flush), the first batch is parsed as it lands and
+    each next one is claimed and parsed on the helper thread while the one before lands, reaching the
+    landing parsed. Without (serve: one core for the lander), every batch is parsed as it lands."""
     settings = staged_source(tmp_path, "Parsed Ahead", 35, LOADER_BATCH_SIZE="10")
     with service.services(settings) as (store, warehouse):
-        lander = service.make_lander(settings, store, warehouse)
+        lander = service.make_lander(settings, store, warehouse, parse_ahead=ahead)
         writer = lander.writer
         parse, land = writer.parse, writer.land_staged
         parsed_on: list[str] = []
@@ -214,9 +216,14 @@ def test_a_backlog_is_parsed_ahead_on_the_helper_thread(tmp_path: Path) -> None:
         writer.land_staged = recording_land  # type: ignore[method-assign]
         assert lander.drain() == 35
         lander.close()
-    assert parsed_on[0] == threading.main_thread().name
-    assert len(parsed_on) == 4 and all(name.startswith("lander-staging") for name in parsed_on[1:])
-    assert landed_with == [True, True, True, True]
+    main = threading.main_thread().name
+    if ahead:
+        assert parsed_on[0] == main
+        assert len(parsed_on) == 4 and all(name.startswith("lander-staging") for name in parsed_on[1:])
+        assert landed_with == [False, True, True, True]
+    else:
+        assert parsed_on == [main] * 4
+        assert landed_with == [False] * 4
     counted = rows(settings, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM parsed_ahead.tracks")
     assert counted == [{"n": 35, "d": 35}]
 
