@@ -201,3 +201,32 @@ def test_an_unknown_key_while_staging_cannot_be_read_is_503_not_500(
         broken.execute("ALTER TABLE loader_sources_gone RENAME TO loader_sources")
         broken.close()
     assert (response.status_code, response.text) == (503, "staging unavailable, retry later")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "writeKey=abc",
+        "a=1&writeKey=abc&b",
+        "writeKey=&writeKey=z",
+        "writeKey=z&writeKey=",
+        "writeKey",
+        "x=1",
+        "",
+        "writeKey=a=b",
+        "&&writeKey=k&",
+        "writeKey=a%20b",
+        "write%4Bey=k",
+        "writeKey=a+b;c",
+        "writeKey=%ff%fe",
+        "writekey=lower",
+    ],
+)
+def test_the_write_key_is_read_from_the_query_as_starlette_reads_it(query: str) -> None:
+    """The hot path splits a plain query itself; the key it finds is the one query_params gives."""
+    from starlette.datastructures import QueryParams
+
+    from loader.gateway.auth import write_key_from
+
+    scope = {"type": "http", "query_string": query.encode("latin-1"), "headers": []}
+    assert write_key_from(scope) == (QueryParams(query).get("writeKey") or None)

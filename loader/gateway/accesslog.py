@@ -21,38 +21,43 @@ def _counter(route: str, status: int) -> Any:
     return m().requests.labels(route, str(status))
 
 
+def access_log(scope: Scope, status: int, started: float) -> None:
+    """Count the request, and log its method, path (no query), status and milliseconds."""
+    route = ROUTES.get(scope.get("path", ""), "other")
+    _counter(route, status).inc()
+    if log.isEnabledFor(logging.INFO):
+        client = scope.get("client")
+        args = (
+            client[0] if client else "-",
+            scope.get("method", "-"),
+            scope.get("path", "-"),
+            status,
+            (time.perf_counter() - started) * 1000,
+        )
+        # The record is made here: log.info would also walk the stack for its caller, per request.
+        log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, LINE, args, None))
+
+
 class AccessLog:
-    """Logs method, path (no query), status and milliseconds of each HTTP request."""
+    """Middleware that writes `access_log` for each HTTP request."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.state = getattr(app, "state", None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status: dict[str, Any] = {"code": 500}
+        status = 500
 
         async def send_wrapper(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status = message["status"]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = ROUTES.get(scope.get("path", ""), "other")
-            _counter(route, status["code"]).inc()
-            if log.isEnabledFor(logging.INFO):
-                client = scope.get("client")
-                args = (
-                    client[0] if client else "-",
-                    scope.get("method", "-"),
-                    scope.get("path", "-"),
-                    status["code"],
-                    (time.perf_counter() - started) * 1000,
-                )
-                # The record is made here: log.info would also walk the stack for its caller, per request.
-                log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, LINE, args, None))
+            access_log(scope, status, started)

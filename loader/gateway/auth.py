@@ -7,16 +7,17 @@ import binascii
 import hashlib
 import hmac
 import time
+from urllib.parse import parse_qsl
 
-from starlette.requests import Request
+from starlette.types import Scope
 
 
-def write_key_from(request: Request) -> str | None:
+def write_key_from(scope: Scope) -> str | None:
     """The write key: `writeKey` in the query, else the user name of HTTP Basic auth."""
-    key = request.query_params.get("writeKey")
+    key = _query_write_key(scope.get("query_string", b"").decode("latin-1"))
     if key:
         return key
-    header = request.headers.get("authorization", "")
+    header = header_value(scope, b"authorization") or ""
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic" or not encoded:
         return None
@@ -26,6 +27,28 @@ def write_key_from(request: Request) -> str | None:
         return None
     user = decoded.partition(":")[0]
     return user or None
+
+
+def _query_write_key(query: str) -> str | None:
+    """`writeKey`'s last value in the query, as Starlette's query_params would give it; a plain query
+    (no escapes) is split here instead of by parse_qsl, which was 6% of the gateway's time."""
+    if "%" in query or "+" in query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+    else:
+        pairs = [(name, value) for name, _, value in (part.partition("=") for part in query.split("&"))]
+    found = None
+    for name, value in pairs:
+        if name == "writeKey":
+            found = value
+    return found
+
+
+def header_value(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header (`name` lower-case), read from the ASGI scope."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def signature(signing_key: str, timestamp: str, body: bytes) -> str:

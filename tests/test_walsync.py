@@ -1,0 +1,169 @@
+"""Durable acks: a 200 waits for an fsync of staging's WAL, which runs off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from loader import service
+from loader.gateway import walsync
+from loader.gateway.app import create_app
+from loader.gateway.committer import Committer
+from loader.gateway.walsync import WalSync
+from loader.settings import Settings
+from loader.staging import PENDING, Incoming, Staging
+from loader.staging.store import make_staging_engine, sqlite_file
+from tests.conftest import post
+
+
+@pytest.fixture
+def settings(duck_settings: Settings) -> Settings:
+    return duck_settings
+
+
+def staged_ids(settings: Settings) -> dict[str, int]:
+    path = sqlite_file(settings.staging_url)
+    assert path is not None
+    with sqlite3.connect(path) as conn:
+        return dict(conn.execute("SELECT message_id, state FROM loader_staged").fetchall())
+
+
+def spy_fdatasync(monkeypatch: pytest.MonkeyPatch, before: Callable[[int], None]) -> list[str]:
+    """Replace the WalSync's fdatasync with one that calls `before(fd)`, then syncs for real; returns
+    the list of synced paths, filled as it goes."""
+    synced: list[str] = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        before(fd)
+        real(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(walsync.os, "fdatasync", fdatasync)
+    return synced
+
+
+def test_the_200_waits_for_an_fsync_of_the_wal(
+    settings: Settings, source: service.Added, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+    synced = spy_fdatasync(monkeypatch, lambda fd: gate.wait(10))
+    answers: list[Any] = []
+    with TestClient(create_app(settings)) as client:
+        request = threading.Thread(target=lambda: answers.append(post(client, b'{"event_id":"w-1"}')))
+        request.start()
+        request.join(0.5)
+        assert request.is_alive() and not answers  # committed, not yet on disk: no answer yet
+        assert len(staged_ids(settings)) == 1
+        gate.set()
+        request.join(10)
+        assert [(a.status_code, a.text) for a in answers] == [(200, "OK")]
+    staging_db = sqlite_file(settings.staging_url)
+    assert synced and set(synced) == {f"{staging_db}-wal"}
+
+
+def test_a_failed_fsync_is_503_and_the_retry_is_200_once(
+    settings: Settings, source: service.Added, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failures = [OSError(errno.EIO, "I/O error")]
+
+    def fail_once(fd: int) -> None:
+        if failures:
+            raise failures.pop()
+
+    spy_fdatasync(monkeypatch, fail_once)
+    with TestClient(create_app(settings)) as client:
+        refused = post(client, b'{"event_id":"w-2"}')
+        assert (refused.status_code, refused.text) == (503, "staging unavailable, retry later")
+        assert post(client, b'{"event_id":"w-2"}').status_code == 200  # Customer.io's retry
+        assert post(client, b'{"event_id":"w-3"}').status_code == 200
+    assert sorted(staged_ids(settings).values()) == [PENDING, PENDING]
+
+
+def test_one_fsync_answers_every_commit_made_before_it(
+    settings: Settings, source: service.Added, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While an fsync runs, the loop keeps committing; the next fsync answers all of those at once."""
+    gate = threading.Event()
+    first = threading.Event()
+
+    def hold_the_first(fd: int) -> None:
+        if not first.is_set():
+            first.set()
+            gate.wait(10)
+
+    synced = spy_fdatasync(monkeypatch, hold_the_first)
+    staging_db = sqlite_file(settings.staging_url)
+    assert staging_db is not None
+    staging = Staging(settings.staging_url, make_staging_engine(settings.staging_url, synchronous="NORMAL"))
+
+    async def scenario() -> None:
+        wal = WalSync(staging_db)
+        committer = Committer(staging, wal_sync=wal)
+        committer.start()
+        record = Incoming(source.source.id, "m-0", 1.0, None, b'{"event_id":"0"}')
+        held = asyncio.create_task(committer.submit(record))
+        while not first.is_set():
+            await asyncio.sleep(0.01)
+        later = [
+            asyncio.create_task(committer.submit(Incoming(source.source.id, f"m-{i}", 1.0, None, b"{}")))
+            for i in range(1, 6)
+        ]
+        await asyncio.sleep(0.2)
+        assert committer.commits >= 2  # the loop committed while the first fsync was held
+        assert not held.done() and not any(t.done() for t in later)
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(held, *later), 10)
+        await committer.stop()
+        assert wal.syncs == 2
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        staging.dispose()
+    assert len(synced) == 2
+    assert len(staged_ids(settings)) == 6
+
+
+def test_the_descriptor_follows_a_new_wal_file(tmp_path: Path) -> None:
+    """SQLite deletes the WAL when its last connection closes; the next one is a new file."""
+    path = str(tmp_path / "s.db")
+
+    def write(conn: sqlite3.Connection, value: int) -> None:
+        conn.execute("INSERT INTO t VALUES (?)", (value,))
+        conn.commit()
+
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (x)")
+    write(conn, 1)
+    sync = WalSync(path)
+    sync._sync()
+    first = os.fstat(sync._descriptor()).st_ino
+    assert first == os.stat(path + "-wal").st_ino
+    conn.close()
+    assert not os.path.exists(path + "-wal")
+    sync._sync()  # no WAL: the database file itself is synced
+    assert os.fstat(sync._descriptor()).st_ino == os.stat(path).st_ino
+    conn = sqlite3.connect(path)
+    write(conn, 2)
+    sync._sync()
+    assert os.fstat(sync._descriptor()).st_ino == os.stat(path + "-wal").st_ino
+    conn.close()
+    sync._close()
+
+
+def test_a_sqlite_file_gets_a_wal_sync_and_memory_does_not(tmp_path: Path) -> None:
+    assert sqlite_file(f"sqlite:///{tmp_path}/s.db") == f"{tmp_path}/s.db"
+    assert sqlite_file("sqlite://") is None
+    assert sqlite_file("sqlite:///:memory:") is None
+    assert sqlite_file("postgresql+psycopg://u@h/db") is None
