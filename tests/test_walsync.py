@@ -147,16 +147,16 @@ def test_the_descriptor_follows_a_new_wal_file(tmp_path: Path) -> None:
     conn.execute("CREATE TABLE t (x)")
     write(conn, 1)
     sync = WalSync(path)
-    sync._sync()
+    os.fdatasync(sync._descriptor())
     first = os.fstat(sync._descriptor()).st_ino
     assert first == os.stat(path + "-wal").st_ino
     conn.close()
     assert not os.path.exists(path + "-wal")
-    sync._sync()  # no WAL: the database file itself is synced
+    os.fdatasync(sync._descriptor())  # no WAL: the database file itself is synced
     assert os.fstat(sync._descriptor()).st_ino == os.stat(path).st_ino
     conn = sqlite3.connect(path)
     write(conn, 2)
-    sync._sync()
+    os.fdatasync(sync._descriptor())
     assert os.fstat(sync._descriptor()).st_ino == os.stat(path + "-wal").st_ino
     conn.close()
     sync._close()

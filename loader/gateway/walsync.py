@@ -57,16 +57,15 @@ class WalSync:
         while self._waiting:
             batch, self._waiting = self._waiting, []
             try:
-                await loop.run_in_executor(self._executor, self._sync)
+                # The file is looked up here, on the loop: each call the thread makes gives up the GIL,
+                # and getting it back from a busy loop can take a switch interval.
+                await loop.run_in_executor(self._executor, os.fdatasync, self._descriptor())
             except Exception as exc:
                 log.error("fsync of staging's WAL failed for %d bodies: %s", len(batch), exc)
                 settle(batch, exc)
             else:
                 self.syncs += 1
                 settle(batch, None)
-
-    def _sync(self) -> None:
-        os.fdatasync(self._descriptor())
 
     def _descriptor(self) -> int:
         """Our descriptor of the WAL file the path names now (or of the database, should there be none)."""
