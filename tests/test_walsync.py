@@ -56,7 +56,11 @@ def test_the_200_waits_for_an_fsync_of_the_wal(
     settings: Settings, source: service.Added, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate = threading.Event()
-    synced = spy_fdatasync(monkeypatch, lambda fd: gate.wait(10))
+
+    def wait_for_the_gate(fd: int) -> None:
+        gate.wait(10)
+
+    synced = spy_fdatasync(monkeypatch, wait_for_the_gate)
     answers: list[Any] = []
     with TestClient(create_app(settings)) as client:
         request = threading.Thread(target=lambda: answers.append(post(client, b'{"event_id":"w-1"}')))
