@@ -89,6 +89,7 @@ class Lander:
         if len(claimed) == self.batch_size:
             self._claim_ahead()  # a backlog: staging hands over the next batch while this one lands
         try:
+            self.writer.hold()
             sources = self._source_map(claimed)
             added, prepared = self.writer.land_staged(claimed, sources, datetime.now(UTC), parsed)
         except Exception as exc:

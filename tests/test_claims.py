@@ -217,9 +217,9 @@ def test_a_backlog_is_parsed_ahead_on_the_helper_thread_when_asked(tmp_path: Pat
         assert lander.drain() == 35
         lander.close()
     main = threading.main_thread().name
-    if ahead:
-        assert parsed_on[0] == main
-        assert len(parsed_on) == 4 and all(name.startswith("lander-staging") for name in parsed_on[1:])
+    if ahead:  # the first batch's parse may start after the helper's of the second (it opens the file first)
+        on_helper = [name for name in parsed_on if name.startswith("lander-staging")]
+        assert len(parsed_on) == 4 and parsed_on.count(main) == 1 and len(on_helper) == 3
         assert landed_with == [False, True, True, True]
     else:
         assert parsed_on == [main] * 4
@@ -257,3 +257,24 @@ def test_only_the_lander_commits_staging_without_fsync(tmp_path: Path) -> None:
     assert synchronous(staging_synchronous="NORMAL") == 1
     with pytest.raises(ValueError):
         synchronous(staging_synchronous="OFF")
+
+
+def test_batches_in_a_row_land_on_the_one_connection_the_lander_keeps(tmp_path: Path) -> None:
+    """Opening a DuckDB file, and checkpointing it as it closes, cost ~100 ms each: a run of batches
+    opens the warehouse once (the first batch lands on the connection that is then kept), and an empty
+    claim lets it go."""
+    from sqlalchemy import event
+
+    settings = staged_source(tmp_path, "Held", 30, LOADER_BATCH_SIZE="10")
+    with service.services(settings) as (store, warehouse):
+        opened: list[int] = []
+        event.listen(warehouse, "connect", lambda *_: opened.append(1))
+        lander = service.make_lander(settings, store, warehouse)
+        lander.writer.hold_max_s = 60.0
+        try:
+            assert [lander.run_once().landed for _ in range(4)] == [10, 10, 10, 0]
+            assert len(opened) == 1
+            assert lander.writer._held is None  # the empty claim let the file go
+        finally:
+            lander.close()
+    assert rows(settings, "SELECT count(DISTINCT id) AS n FROM held.tracks") == [{"n": 30}]

@@ -63,15 +63,19 @@ class Writer:
             with self._held.begin():
                 yield self._held
 
+    def hold(self) -> None:
+        """Open the connection that the next batches land on, unless one is held already (the lander
+        calls this before each batch, so the batch lands on the connection it then keeps)."""
+        if self._held is None:
+            self._held = self.engine.connect()
+            self._held_since = time.monotonic()
+
     def keep_open(self, busy: bool) -> None:
-        """Keep the connection for the next batch while events keep coming (opening a DuckDB file and
-        checkpointing it on close cost ~100 ms each); let it go when idle or held long enough."""
-        if busy and (self._held is None or time.monotonic() - self._held_since < self.hold_max_s):
-            if self._held is None:
-                self._held = self.engine.connect()
-                self._held_since = time.monotonic()
-            return
-        self.release()
+        """After a batch: keep the connection for the next one while events keep coming (opening a
+        DuckDB file, and checkpointing it on close, cost ~100 ms each); let it go when idle or held
+        long enough."""
+        if not busy or time.monotonic() - self._held_since >= self.hold_max_s:
+            self.release()
 
     def release(self) -> None:
         if self._held is not None:
