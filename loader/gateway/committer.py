@@ -1,6 +1,6 @@
-"""Group commit: requests that arrive together share one staging transaction (one fsync).
+"""Group commit: requests that arrive together share one staging transaction.
 
-Each request waits for the commit that holds its body, so a 200 always means "on disk".
+Each request waits until the commit that holds its body is on disk, so a 200 always means "on disk".
 
 SQLite commits run on the event loop itself: a commit of a dozen bodies takes ~0.3 ms without its fsync,
 while handing the whole commit to a thread cost more under load (the worker and the loop wake each other
