@@ -171,3 +171,38 @@ def test_a_sqlite_file_gets_a_wal_sync_and_memory_does_not(tmp_path: Path) -> No
     assert sqlite_file("sqlite://") is None
     assert sqlite_file("sqlite:///:memory:") is None
     assert sqlite_file("postgresql+psycopg://u@h/db") is None
+
+
+def test_stopping_answers_what_waits_for_an_fsync(
+    settings: Settings, source: service.Added, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shutdown while an fsync runs waits for it, answers its requests, then lets the thread go."""
+    gate = threading.Event()
+
+    def wait_for_the_gate(fd: int) -> None:
+        gate.wait(10)
+
+    synced = spy_fdatasync(monkeypatch, wait_for_the_gate)
+    staging_db = sqlite_file(settings.staging_url)
+    assert staging_db is not None
+    staging = Staging(settings.staging_url, make_staging_engine(settings.staging_url, synchronous="NORMAL"))
+
+    async def scenario() -> None:
+        wal = WalSync(staging_db)
+        committer = Committer(staging, wal_sync=wal)
+        committer.start()
+        waiting = asyncio.create_task(committer.submit(Incoming(source.source.id, "m-s", 1.0, None, b"{}")))
+        await asyncio.sleep(0.1)
+        stopping = asyncio.create_task(committer.stop())
+        await asyncio.sleep(0.1)
+        assert not waiting.done() and not stopping.done()
+        gate.set()
+        await asyncio.wait_for(stopping, 10)
+        assert waiting.done() and waiting.exception() is None
+        assert wal.syncs == 1 and wal._fd is None
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        staging.dispose()
+    assert len(synced) == 1

@@ -35,37 +35,49 @@ class WalSync:
         self._fd: int | None = None
         self._ino: int | None = None
         self._waiting: list[asyncio.Future[None]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Future[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-fsync")
         self.syncs = 0
 
     def after_commit(self, futures: list[asyncio.Future[None]]) -> None:
         """Resolve these (requests whose bodies were just committed) after the next fsync."""
         self._waiting.extend(futures)
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        if self._inflight is None:
+            self._start()
 
     async def drain(self) -> None:
         """Wait for every handed-over future to be settled; then let the thread go."""
-        while self._task is not None and not self._task.done():
-            await self._task
+        while self._inflight is not None:
+            await asyncio.wait([self._inflight])
         self._executor.shutdown(wait=True)
         self._close()
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._waiting:
-            batch, self._waiting = self._waiting, []
-            try:
-                # The file is looked up here, on the loop: each call the thread makes gives up the GIL,
-                # and getting it back from a busy loop can take a switch interval.
-                await loop.run_in_executor(self._executor, os.fdatasync, self._descriptor())
-            except Exception as exc:
-                log.error("fsync of staging's WAL failed for %d bodies: %s", len(batch), exc)
-                settle(batch, exc)
-            else:
-                self.syncs += 1
-                settle(batch, None)
+    def _start(self) -> None:
+        """Hand the fsync to the thread at once, from the loop (a task would cost a turn of the loop)."""
+        batch, self._waiting = self._waiting, []
+        try:
+            # The file is looked up here, on the loop: each call the thread makes gives up the GIL, and
+            # getting it back from a busy loop can take a switch interval.
+            descriptor = self._descriptor()
+        except OSError as exc:
+            self._settle(batch, exc)
+            return
+        inflight = asyncio.get_running_loop().run_in_executor(self._executor, os.fdatasync, descriptor)
+        inflight.add_done_callback(lambda done: self._synced(done, batch))
+        self._inflight = inflight
+
+    def _synced(self, done: asyncio.Future[None], batch: list[asyncio.Future[None]]) -> None:
+        self._inflight = None
+        self._settle(batch, done.exception())
+        if self._waiting:
+            self._start()
+
+    def _settle(self, batch: list[asyncio.Future[None]], exc: BaseException | None) -> None:
+        if exc is None:
+            self.syncs += 1
+        else:
+            log.error("fsync of staging's WAL failed for %d bodies: %s", len(batch), exc)
+        settle(batch, exc)
 
     def _descriptor(self) -> int:
         """Our descriptor of the WAL file the path names now (or of the database, should there be none)."""

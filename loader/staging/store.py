@@ -1,7 +1,8 @@
 """Staging: append raw bodies durably, claim them for landing, mark them landed, keep them as an archive.
 
 One SQLAlchemy URL: a SQLite file in WAL mode by default (a commit is on disk: synchronous=FULL, or
-the gateway's own fsync of the WAL, loader.gateway.walsync), PostgreSQL when several hosts share it. Claims are leases, so a lander that dies mid-batch loses nothing.
+the gateway's own fsync of the WAL, loader.gateway.walsync), PostgreSQL when several hosts share it.
+Claims are leases, so a lander that dies mid-batch loses nothing.
 """
 
 from __future__ import annotations
