@@ -7,7 +7,7 @@ import errno
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,24 @@ from tests.conftest import post
 @pytest.fixture
 def settings(duck_settings: Settings) -> Settings:
     return duck_settings
+
+
+@pytest.fixture
+def gateway_staging(settings: Settings) -> Iterator[tuple[Staging, str]]:
+    """Staging as the gateway opens it (commits skip their fsync; a WalSync makes it), and its file."""
+    path = sqlite_file(settings.staging_url)
+    assert path is not None
+    staging = Staging(settings.staging_url, make_staging_engine(settings.staging_url, synchronous="NORMAL"))
+    yield staging, path
+    staging.dispose()
+
+
+def started_committer(staging: Staging, path: str) -> tuple[Committer, WalSync]:
+    """A committer with a WalSync, started (inside a running loop)."""
+    wal = WalSync(path)
+    committer = Committer(staging, wal_sync=wal)
+    committer.start()
+    return committer, wal
 
 
 def staged_ids(settings: Settings) -> dict[str, int]:
@@ -94,7 +112,10 @@ def test_a_failed_fsync_is_503_and_the_retry_is_200_once(
 
 
 def test_one_fsync_answers_every_commit_made_before_it(
-    settings: Settings, source: service.Added, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    source: service.Added,
+    gateway_staging: tuple[Staging, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """While an fsync runs, the loop keeps committing; the next fsync answers all of those at once."""
     gate = threading.Event()
@@ -106,14 +127,9 @@ def test_one_fsync_answers_every_commit_made_before_it(
             gate.wait(10)
 
     synced = spy_fdatasync(monkeypatch, hold_the_first)
-    staging_db = sqlite_file(settings.staging_url)
-    assert staging_db is not None
-    staging = Staging(settings.staging_url, make_staging_engine(settings.staging_url, synchronous="NORMAL"))
 
     async def scenario() -> None:
-        wal = WalSync(staging_db)
-        committer = Committer(staging, wal_sync=wal)
-        committer.start()
+        committer, wal = started_committer(*gateway_staging)
         record = Incoming(source.source.id, "m-0", 1.0, None, b'{"event_id":"0"}')
         held = asyncio.create_task(committer.submit(record))
         while not first.is_set():
@@ -130,10 +146,7 @@ def test_one_fsync_answers_every_commit_made_before_it(
         await committer.stop()
         assert wal.syncs == 2
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        staging.dispose()
+    asyncio.run(scenario())
     assert len(synced) == 2
     assert len(staged_ids(settings)) == 6
 
@@ -174,7 +187,7 @@ def test_a_sqlite_file_gets_a_wal_sync_and_memory_does_not(tmp_path: Path) -> No
 
 
 def test_stopping_answers_what_waits_for_an_fsync(
-    settings: Settings, source: service.Added, monkeypatch: pytest.MonkeyPatch
+    source: service.Added, gateway_staging: tuple[Staging, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A shutdown while an fsync runs waits for it, answers its requests, then lets the thread go."""
     gate = threading.Event()
@@ -183,14 +196,9 @@ def test_stopping_answers_what_waits_for_an_fsync(
         gate.wait(10)
 
     synced = spy_fdatasync(monkeypatch, wait_for_the_gate)
-    staging_db = sqlite_file(settings.staging_url)
-    assert staging_db is not None
-    staging = Staging(settings.staging_url, make_staging_engine(settings.staging_url, synchronous="NORMAL"))
 
     async def scenario() -> None:
-        wal = WalSync(staging_db)
-        committer = Committer(staging, wal_sync=wal)
-        committer.start()
+        committer, wal = started_committer(*gateway_staging)
         waiting = asyncio.create_task(committer.submit(Incoming(source.source.id, "m-s", 1.0, None, b"{}")))
         await asyncio.sleep(0.1)
         stopping = asyncio.create_task(committer.stop())
@@ -201,8 +209,5 @@ def test_stopping_answers_what_waits_for_an_fsync(
         assert waiting.done() and waiting.exception() is None
         assert wal.syncs == 1 and wal._fd is None
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        staging.dispose()
+    asyncio.run(scenario())
     assert len(synced) == 1
