@@ -194,15 +194,15 @@ class GatewayApp:
 
 
 @functools.lru_cache(maxsize=64)
-def _plain_text_parts(status: int, text: str) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
+def _plain_text_parts(text: str) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
     body = text.encode()
     return ((b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))), body
 
 
 def _plain_text(status: int, text: str) -> tuple[Message, Message]:
-    """The two ASGI messages of a text/plain answer; headers and body are made once per (status, text),
-    the messages afresh (a server or middleware may change a message it is given)."""
-    headers, body = _plain_text_parts(status, text)
+    """The two ASGI messages of a text/plain answer; headers and body are made once per text, the
+    messages afresh (a server or middleware may change a message it is given)."""
+    headers, body = _plain_text_parts(text)
     return (
         {"type": "http.response.start", "status": status, "headers": headers},
         {"type": "http.response.body", "body": body},

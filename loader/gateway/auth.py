@@ -47,7 +47,7 @@ def header_value(scope: Scope, name: bytes) -> str | None:
     """The first value of a request header (`name` lower-case), read from the ASGI scope."""
     for key, value in scope["headers"]:
         if key == name:
-            return str(value.decode("latin-1"))
+            return value.decode("latin-1")
     return None
 
 
