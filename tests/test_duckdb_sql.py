@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -47,14 +49,29 @@ def staged(bodies: list[bytes], source_id: str) -> list[Staged]:
     return out
 
 
-def land_both(
-    tmp_path: Path, bodies: list[bytes]
-) -> tuple[dict[str, list[tuple[Any, ...]]], dict[str, list[tuple[Any, ...]]], int]:
-    """Land the same bodies with the Python path (schema py) and the SQL path (schema sq)."""
-    engine = make_warehouse_engine(f"duckdb:///{tmp_path / 'eq.duckdb'}")
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A warehouse file with schemas py and sq at the newest revision, made once: each test lands on a
+    copy (running the migrations took most of each hypothesis example's time)."""
+    path = tmp_path_factory.mktemp("template") / "template.duckdb"
+    engine = make_warehouse_engine(f"duckdb:///{path}")
     try:
         upgrade(engine, "py")
         upgrade(engine, "sq")
+    finally:
+        engine.dispose()
+    assert not path.with_name(path.name + ".wal").exists()  # closed cleanly: the file is all of it
+    return path
+
+
+def land_both(
+    tmp_path: Path, bodies: list[bytes], migrated: Path
+) -> tuple[dict[str, list[tuple[Any, ...]]], dict[str, list[tuple[Any, ...]]], int]:
+    """Land the same bodies with the Python path (schema py) and the SQL path (schema sq), on a copy of
+    the `migrated` warehouse."""
+    shutil.copyfile(migrated, tmp_path / "eq.duckdb")
+    engine = make_warehouse_engine(f"duckdb:///{tmp_path / 'eq.duckdb'}")
+    try:
         claimed = staged(bodies, "src-1")
         uuid_ts = datetime(2026, 1, 1, tzinfo=UTC)
         DuckDBWriter(engine).land_staged(claimed, {"src-1": Source("src-1", "P", "py", "kkkk", "h")}, uuid_ts)
@@ -88,7 +105,7 @@ def assert_same(python_rows: dict[str, Any], sql_rows: dict[str, Any]) -> None:
         assert len(sql_rows[table]) == len(python_rows[table]), table
 
 
-def test_known_payloads_take_the_sql_path_and_match(tmp_path: Path) -> None:
+def test_known_payloads_take_the_sql_path_and_match(tmp_path: Path, migrated: Path) -> None:
     bodies = [json.dumps(c["input"]).encode() for c in load_cases()]
     bodies += [json.dumps(e).encode() for e in scenario()]
     bodies += [
@@ -99,7 +116,7 @@ def test_known_payloads_take_the_sql_path_and_match(tmp_path: Path) -> None:
             "11_thirdparty_cio_subscription_preferences_changed.json",
         )
     ]
-    python_rows, sql_rows, plain = land_both(tmp_path, bodies)
+    python_rows, sql_rows, plain = land_both(tmp_path, bodies, migrated)
     assert_same(python_rows, sql_rows)
     assert plain >= len(bodies) - 5  # only bodies with recipients (push) or odd types take the Python path
     assert len(python_rows["tracks"]) > 40
@@ -158,7 +175,7 @@ ODD = [
 ]
 
 
-def test_odd_bodies_fall_back_and_match(tmp_path: Path) -> None:
+def test_odd_bodies_fall_back_and_match(tmp_path: Path, migrated: Path) -> None:
     bodies = [json.dumps(b).encode() for b in ODD]
     bodies.append(b'{"event_id":"dup","metric":"sent","metric":"opened","object_type":"email"}')
     # Integers past 64 bits where nothing maps them, and as the timestamp.
@@ -189,17 +206,19 @@ def test_odd_bodies_fall_back_and_match(tmp_path: Path) -> None:
     bodies.append(
         b'{"event_id":"big","object_type":"email","metric":"sent","data":{"action_id":123456789012345678901}}'
     )
-    python_rows, sql_rows, _ = land_both(tmp_path, bodies)
+    python_rows, sql_rows, _ = land_both(tmp_path, bodies, migrated)
     assert_same(python_rows, sql_rows)
     assert python_rows["rudder_discards"]  # the misfits were recorded, on both paths
 
 
-def test_a_body_not_utf8_takes_the_python_path_and_the_rest_stay_plain(tmp_path: Path) -> None:
+def test_a_body_not_utf8_takes_the_python_path_and_the_rest_stay_plain(
+    tmp_path: Path, migrated: Path
+) -> None:
     """The SQL path reads bodies as text; one that is not valid UTF-8 (the gateway stages none such, but
     staging may hold older ones) goes to the Python transform, which sets it aside as unreadable."""
     good = [json.dumps(e).encode() for e in scenario()[:6]]
     bad = b'{"event_id":"bad","metric":"sent","object_type":"email","data":{"customer_id":"\xff\xfe"}}'
-    python_rows, sql_rows, plain = land_both(tmp_path, [*good[:3], bad, *good[3:]])
+    python_rows, sql_rows, plain = land_both(tmp_path, [*good[:3], bad, *good[3:]], migrated)
     assert_same(python_rows, sql_rows)
     assert plain == len(good)
     assert len(sql_rows["tracks"]) == len(good)
@@ -267,9 +286,9 @@ FIELDS = [
         max_size=12,
     )
 )
-def test_random_bodies_match(tmp_path_factory: Any, events: list[dict[str, Any]]) -> None:
+def test_random_bodies_match(tmp_path_factory: Any, migrated: Path, events: list[dict[str, Any]]) -> None:
     bodies = [json.dumps({"event_id": f"r{i}", **e}).encode() for i, e in enumerate(events)]
-    python_rows, sql_rows, _ = land_both(tmp_path_factory.mktemp("eq"), bodies)
+    python_rows, sql_rows, _ = land_both(tmp_path_factory.mktemp("eq"), bodies, migrated)
     assert_same(python_rows, sql_rows)
 
 
