@@ -101,7 +101,7 @@ class Lander:
             raise TransientError(f"warehouse write failed: {type(exc).__name__}: {exc}") from exc
         self.settle()
         self._marking = self._helper.submit(self._mark, token, prepared)
-        self.writer.keep_open(busy=True)
+        self.writer.keep_open()
         result.discards = prepared.discards
         result.per_source = added
         result.landed = sum(added.values())

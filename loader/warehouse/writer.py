@@ -70,11 +70,11 @@ class Writer:
             self._held = self.engine.connect()
             self._held_since = time.monotonic()
 
-    def keep_open(self, busy: bool) -> None:
-        """After a batch: keep the connection for the next one while events keep coming (opening a
-        DuckDB file, and checkpointing it on close, cost ~100 ms each); let it go when idle or held
-        long enough."""
-        if not busy or time.monotonic() - self._held_since >= self.hold_max_s:
+    def keep_open(self) -> None:
+        """After a batch: keep the connection for the next one (opening a DuckDB file, and checkpointing
+        it on close, cost ~100 ms each), unless it has been held long enough. An empty claim lets it go
+        at once (the lander calls release)."""
+        if time.monotonic() - self._held_since >= self.hold_max_s:
             self.release()
 
     def release(self) -> None:
