@@ -19,6 +19,7 @@ from loader import service
 from loader.errors import TransientError
 from loader.settings import Settings
 from loader.staging import LANDED, PENDING, Incoming, Staging
+from loader.staging.claims import dead_tokens
 from loader.staging.store import claim_token
 from loader.warehouse.writer import epoch_ms
 from tests.conftest import make_settings, rows
@@ -80,6 +81,23 @@ def test_claims_of_a_dead_lander_on_this_host_are_freed(staging: Staging) -> Non
     assert len(staging.claim(10, 600, alive)) == 2
     assert staging.release_dead_claims() == 1
     assert [s.message_id for s in staging.claim(10, 600, claim_token())] == ["m0000", "m0001", "m0002"]
+
+
+def test_a_killed_lander_not_yet_reaped_is_dead() -> None:
+    """A lander killed with its serve stays a zombie until init reaps it (here ~1.3 s): a serve restarted
+    meanwhile must free its claims at once, not wait for their lease to end."""
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    stat = Path(f"/proc/{zombie.pid}/stat")
+    while stat.read_text().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the child never exited"
+        time.sleep(0.01)
+    try:
+        token = claim_token().split(":")
+        assert dead_tokens([f"{token[0]}:{zombie.pid}:{token[2]}"]) == [f"{token[0]}:{zombie.pid}:{token[2]}"]
+        assert dead_tokens([claim_token()]) == []  # this process: alive
+    finally:
+        zombie.wait()
 
 
 def test_a_replayed_body_inside_a_live_claim_is_not_marked_by_it(staging: Staging) -> None:

@@ -52,7 +52,20 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A process killed but not yet reaped: still signallable, yet dead. A lander killed with its serve
+    (kill -9) is reaped by init, which here took ~1.3 s; a serve restarted sooner kept its claim as
+    live, and the claim's bodies waited for the lease to end (60 s) to land."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:  # no /proc (not Linux), or gone meanwhile
+        return False
+    # "pid (command) state ...": the command may itself hold ") ", so the state follows the last one.
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] in (b"Z", b"X")
 
 
 class Claims(Protocol):
