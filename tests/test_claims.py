@@ -230,8 +230,16 @@ def test_a_backlog_is_parsed_ahead_on_the_helper_thread_when_asked(tmp_path: Pat
             landed_with.append(parsed is not None)
             return land(claimed, sources, uuid_ts, parsed)
 
+        source_map = lander._source_map
+        maps_made: list[int] = []
+
+        def counting_source_map(claimed: Any) -> Any:
+            maps_made.append(len(claimed))
+            return source_map(claimed)
+
         writer.parse = recording_parse  # type: ignore[method-assign]
         writer.land_staged = recording_land  # type: ignore[method-assign]
+        lander._source_map = counting_source_map  # type: ignore[method-assign]
         assert lander.drain() == 35
         lander.close()
     main = threading.main_thread().name
@@ -242,6 +250,7 @@ def test_a_backlog_is_parsed_ahead_on_the_helper_thread_when_asked(tmp_path: Pat
     else:
         assert parsed_on == [main] * 4
         assert landed_with == [False] * 4
+    assert sorted(maps_made) == [5, 10, 10, 10]
     counted = rows(settings, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM parsed_ahead.tracks")
     assert counted == [{"n": 35, "d": 35}]
 
