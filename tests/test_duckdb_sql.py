@@ -20,9 +20,10 @@ from loader.transform import message_id
 from loader.warehouse.engine import make_warehouse_engine
 from loader.warehouse.migrate import upgrade
 from loader.warehouse.tables import event_tables
-from loader.warehouse.writer import DuckDBSqlWriter, DuckDBWriter
+from loader.warehouse.writer import PARSE_CHUNK_ROWS, DuckDBSqlWriter, DuckDBWriter
 from tests.conftest import load_cases
 from tests.test_funnel import scenario
+from tests.test_landing import events as catalogue_events
 
 TABLES = ["tracks", "rudder_discards", *event_tables()]
 
@@ -209,6 +210,19 @@ def test_odd_bodies_fall_back_and_match(tmp_path: Path, migrated: Path) -> None:
     python_rows, sql_rows, _ = land_both(tmp_path, bodies, migrated)
     assert_same(python_rows, sql_rows)
     assert python_rows["rudder_discards"]  # the misfits were recorded, on both paths
+
+
+def test_a_batch_of_several_parse_chunks_matches(tmp_path: Path, migrated: Path) -> None:
+    """DuckDB parses a batch PARSE_CHUNK_ROWS bodies at a time: across several chunks, with odd bodies
+    (the Python path) on the chunks' edges, both paths land the same rows."""
+    bodies = [json.dumps(e).encode() for e in catalogue_events(3 * PARSE_CHUNK_ROWS + 7)]
+    odd = [json.dumps({**b, "event_id": f"odd{i}"}).encode() for i, b in enumerate(ODD)]
+    for chunk, body in enumerate(odd[:4], start=1):
+        bodies.insert(chunk * PARSE_CHUNK_ROWS - 1, body)
+    python_rows, sql_rows, plain = land_both(tmp_path, bodies, migrated)
+    assert_same(python_rows, sql_rows)
+    assert len(python_rows["tracks"]) == len(bodies)
+    assert plain >= 3 * PARSE_CHUNK_ROWS  # the catalogue's events are plain
 
 
 def test_a_body_not_utf8_takes_the_python_path_and_the_rest_stay_plain(

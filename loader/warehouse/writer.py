@@ -361,6 +361,9 @@ def epoch_ms(seconds: float) -> int:
     return whole * 1000 + micros // 1000
 
 
+PARSE_CHUNK_ROWS = 256
+
+
 def _staged_arrow(staged: list[Staged], bodies: Any, sources: dict[str, Source]) -> Any:
     """Claimed bodies (their text column: _text_bodies) as an Arrow table for DuckDB; received_at cut to
     milliseconds as the events carry it."""
@@ -377,8 +380,11 @@ def _staged_arrow(staged: list[Staged], bodies: Any, sources: dict[str, Source])
             "body": bodies,
         }
     )
-    # In chunks, so that DuckDB parses them on every core (one chunk is one thread's work).
-    return pa.Table.from_batches(table.to_batches(max_chunksize=2048))
+    # In chunks, so that DuckDB parses them on every core (one chunk is one thread's work), and small
+    # ones: DuckDB then parses 256 bodies at a time, not a 2,048-row vector. Measured on 25,000 bodies:
+    # 2,048-row chunks took 104-139 ms and kept 114-154 MB more than before the parse (two threads), 256-row
+    # chunks 89-94 ms and 48-70 MB; on one thread (serve's lander) 177-194 ms against 151-162 ms.
+    return pa.Table.from_batches(table.to_batches(max_chunksize=PARSE_CHUNK_ROWS))
 
 
 class PostgresWriter(Writer):
