@@ -65,7 +65,8 @@ def _zombie(pid: int) -> bool:
     except OSError:  # no /proc (not Linux), or gone meanwhile
         return False
     # "pid (command) state ...": the command may itself hold ") ", so the state follows the last one.
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] in (b"Z", b"X")
+    state = stat[stat.rfind(b")") + 2 :][:1]
+    return state in (b"Z", b"X")
 
 
 class Claims(Protocol):
