@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from functools import lru_cache
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,23 @@ def prepare_multiprocess(folder: Path) -> None:
     os.environ[MULTIPROC_ENV] = str(folder)
 
 
-@lru_cache(maxsize=1)
+_made: Any = None
+_making = threading.Lock()
+
+
 def m() -> Any:
-    """The metric objects (created once per process)."""
+    """The metric objects, created once per process, whichever thread asks first (serve's supervisor
+    thread and its event loop may ask at the same moment; a second set would be a duplicate
+    registration)."""
+    global _made
+    if _made is None:
+        with _making:
+            if _made is None:
+                _made = _make()
+    return _made
+
+
+def _make() -> Any:
     from types import SimpleNamespace
 
     from prometheus_client import Counter, Histogram
@@ -48,6 +62,9 @@ def m() -> Any:
         ),
         lander_errors=Counter(
             "loader_lander_errors_total", "Landing attempts that failed, by kind", ["kind"]
+        ),
+        restarts=Counter(
+            "loader_restarts_total", "Helper processes serve started again after they exited", ["process"]
         ),
     )
 

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,6 +45,32 @@ def test_metrics_exposition(client: TestClient, settings: Settings) -> None:
     assert 'loader_staged_landed{schema="customer_io_prod"} 1.0' in text
     assert 'loader_events_landed_total{schema="customer_io_prod"}' in text
     assert "loader_landing_seconds_bucket" in text and "loader_batch_size_bucket" in text
+
+
+THREADS_ASK_FOR_METRICS = """
+import threading
+from loader.metrics import m
+start = threading.Barrier(8)
+got = []
+def ask():
+    start.wait()
+    got.append(m())
+threads = [threading.Thread(target=ask) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert len(got) == 8 and all(g is got[0] for g in got), got
+"""
+
+
+def test_metrics_made_once_when_threads_ask_at_once() -> None:
+    """serve's supervisor thread and its event loop may ask for the metrics at the same moment: one set
+    is made, not a second that prometheus-client refuses as a duplicate."""
+    for _ in range(3):  # a fresh process each time: the first ask is the one that races
+        proc = subprocess.run([sys.executable, "-c", THREADS_ASK_FOR_METRICS], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "Exception" not in proc.stderr, proc.stderr[-2000:]
 
 
 def test_dashboard_shows_sources_and_funnel(client: TestClient, settings: Settings) -> None:
