@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import threading
 import time
 
@@ -21,6 +20,7 @@ from loader.lander import Backoff
 from loader.metrics import m, prepare_multiprocess
 from loader.service import make_lander, migrate_all, services
 from loader.settings import Settings
+from loader.supervise import Supervised
 
 log = logging.getLogger("loader.lander")
 
@@ -132,10 +132,12 @@ def rest_after(batch_s: float, flush_interval_s: float) -> float:
 
 
 def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
-    """Start the lander (which migrates first), serve HTTP until interrupted, stop the lander cleanly."""
+    """Start the lander (which migrates first; started again if it exits), serve HTTP until
+    interrupted, stop the lander cleanly."""
     logs.setup(settings.log_json)
     prepare_multiprocess(settings.data_dir / "metrics")
-    proc = child.start("loader.server:lander_main", settings)
+    lander = Supervised("loader.server:lander_main", settings, "lander")
+    lander.start()
     try:
         from loader.gateway.protocol import HeaderDeadlineProtocol
 
@@ -155,8 +157,4 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
 
             uvicorn.run(create_app(settings), **config)  # type: ignore[arg-type]
     finally:
-        proc.terminate()  # SIGTERM: the lander finishes its batch, marks it, and exits
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        lander.stop()

@@ -1,10 +1,14 @@
 """`loader serve` as a newcomer runs it: real processes, real HTTP on loopback, the CLI to check."""
 
+import contextlib
 import json
+import os
 import random
+import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -76,8 +80,12 @@ def test_events_are_queryable_while_serving(env: dict[str, str], tmp_path: Path)
 
 
 def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
+    """Children of every thread of the process (Linux lists them per thread)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(FileNotFoundError):  # the thread ended meanwhile
+            found += [int(p) for p in (task / "children").read_text().split()]
+    return found
 
 
 def _alive(pid: int) -> bool:
@@ -85,6 +93,37 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def _wait_for(what: str, check: Any, timeout_s: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return found
+
+
+def test_a_lander_that_dies_is_started_again(env: dict[str, str], tmp_path: Path) -> None:
+    """The lander killed on its own (a crash, the OOM killer): serve starts it again, so what is posted
+    afterwards still lands; the restart is logged and counted."""
+    cli(env, "source", "add", "Phoenix", "--write-key", "K-phoenix-01")
+    server = Server(env, tmp_path / "serve.log")
+    try:
+        [first] = _wait_for("the lander", lambda: _children(server.proc.pid))
+        os.kill(first, signal.SIGKILL)
+        _wait_for("a new lander", lambda: [p for p in _children(server.proc.pid) if p != first and _alive(p)])
+        with httpx2.Client(base_url=server.url, params={"writeKey": "K-phoenix-01"}) as client:
+            for raw in [json.dumps(e).encode() for e in events(20, seed=9)]:
+                assert client.post("/v1/webhook", content=raw).status_code == 200
+            _wait_for(
+                "the events to land",
+                lambda: query_json(env, "SELECT count(*) AS n FROM phoenix.tracks")[0]["n"] == 20,
+            )
+            metrics = client.get("/metrics").text
+        assert 'loader_restarts_total{process="lander"} 1.0' in metrics
+    finally:
+        server.stop()
+    assert "the lander exited (code -9); starting it again" in server.output()
 
 
 @pytest.mark.parametrize("how", ["stop", "kill -9"])
