@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import orjson
+from sqlalchemy.exc import DBAPIError
 
 from loader import service
 from loader.errors import LoaderError
@@ -260,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.fn(settings, args))
     except LoaderError as exc:
         print(f"loader: {exc}", file=sys.stderr)
+        return 1
+    except DBAPIError as exc:  # a database that refused or could not be reached: its word, no traceback
+        print(f"loader: database error ({type(exc.orig).__name__}): {exc.orig}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -21,6 +21,11 @@ class ConfigError(TerminalError):
     """A setting or argument is wrong."""
 
 
+class QueryError(TerminalError):
+    """The warehouse could not run a `loader query`: bad SQL, a write on the read-only connection, or no
+    connection. Says what the warehouse said."""
+
+
 class SourceExistsError(TerminalError):
     """A source with that name, schema or write key is already registered."""
 

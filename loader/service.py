@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from loader.catalogue import DISCARDS_TABLE
-from loader.errors import ConfigError, SourceExistsError
+from loader.errors import ConfigError, QueryError, SourceExistsError
 from loader.lander import BatchResult, Lander
 from loader.naming import qualified, schema_name
 from loader.settings import Settings
@@ -157,6 +158,8 @@ def query(settings: Settings, sql: str) -> tuple[list[str], list[tuple[Any, ...]
 
     try:
         return retry_busy(run)
+    except DBAPIError as exc:
+        raise QueryError(f"query failed: {exc.orig}") from exc
     finally:
         engine.dispose()
 

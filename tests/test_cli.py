@@ -106,6 +106,25 @@ def test_unknown_source_and_duplicate_source_fail_cleanly(tmp_path: Path) -> Non
     assert "no source named" in _fail(env, "replay", "Nope")
 
 
+def test_a_query_or_migration_the_database_refuses_fails_with_its_message(tmp_path: Path) -> None:
+    """A query the warehouse refuses (bad SQL, a write: queries are read-only) or cannot reach, and a
+    migration without a warehouse, end with the database's own words, not a traceback."""
+    env = loader_env(tmp_path)
+    cli(env, "source", "add", "Asked", "--write-key", "K-asked-00001")
+    missing = _fail(env, "query", "SELECT * FROM nope.tracks")
+    assert missing.startswith("loader: query failed:") and "nope" in missing
+    written = _fail(env, "query", "CREATE TABLE asked.t (a INTEGER)")
+    assert written.startswith("loader: query failed:") and "read-only" in written
+    assert json.loads(cli(env, "query", "SELECT count(*) AS n FROM asked.tracks", "--json")) == [{"n": 0}]
+    away = {**env, "LOADER_WAREHOUSE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"}
+    unreachable = _fail(away, "query", "SELECT 1")
+    assert unreachable.startswith("loader: query failed:") and "127.0.0.1" in unreachable
+    not_migrated = _fail(away, "migrate")
+    assert not_migrated.startswith("loader: database error (OperationalError):")
+    for err in (missing, written, unreachable, not_migrated):
+        assert "Traceback" not in err, err
+
+
 def _fail(env: dict[str, str], *args: str) -> str:
     import subprocess
     import sys
