@@ -33,11 +33,6 @@ class Supervised:
         self._proc: subprocess.Popen[bytes] | None = None
         self._watcher: threading.Thread | None = None
 
-    @property
-    def pid(self) -> int | None:
-        with self._lock:
-            return self._proc.pid if self._proc is not None else None
-
     def start(self) -> None:
         self._proc = child.start(self.target, self.settings)
         # A child started from the watcher gets its parent-death signal when that thread ends (prctl
