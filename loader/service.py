@@ -122,6 +122,9 @@ def make_lander(
 ) -> Lander:
     """A lander; `duckdb_threads`: the cap its warehouse engine was given, kept by the writer's own
     DuckDB work too; `parse_ahead`: see Lander."""
+    from loader.warehouse.arrow import use_system_allocator
+
+    use_system_allocator()
     writer = writer_for(warehouse, threads=duckdb_threads)
     return Lander(staging, writer, settings.batch_size, settings.claim_lease_s, parse_ahead)
 
