@@ -7,6 +7,7 @@ A benchmark, not a test: it never fails a build; a figure it cannot measure is r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -78,15 +79,17 @@ class RssSampler(threading.Thread):
         self.pid, self.peak_kb, self.stop_flag = pid, 0, False
 
     def tree(self) -> list[int]:
+        """The process and its descendants, whichever thread started them (serve restarts its lander
+        from a thread of its own; Linux lists children per thread)."""
         pids, frontier = [self.pid], [self.pid]
         while frontier:
             parent = frontier.pop()
-            try:
-                children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-            except OSError:
-                children = []
-            pids += [int(c) for c in children]
-            frontier += [int(c) for c in children]
+            children: list[int] = []
+            for task in Path(f"/proc/{parent}/task").glob("*"):
+                with contextlib.suppress(OSError):  # the thread or process ended meanwhile
+                    children += [int(c) for c in (task / "children").read_text().split()]
+            pids += children
+            frontier += children
         return pids
 
     def run(self) -> None:
@@ -312,6 +315,9 @@ def bench_landing(work: Path, results: dict[str, Any]) -> list[bytes]:
                     for b in chunk
                 ]
             )
+        from loader.warehouse.arrow import use_system_allocator
+
+        use_system_allocator()  # as `loader flush` does
         lander = service.make_lander(settings, staging, warehouse)
         started = time.perf_counter()
         landed = lander.drain()

@@ -122,9 +122,6 @@ def make_lander(
 ) -> Lander:
     """A lander; `duckdb_threads`: the cap its warehouse engine was given, kept by the writer's own
     DuckDB work too; `parse_ahead`: see Lander."""
-    from loader.warehouse.arrow import use_system_allocator
-
-    use_system_allocator()
     writer = writer_for(warehouse, threads=duckdb_threads)
     return Lander(staging, writer, settings.batch_size, settings.claim_lease_s, parse_ahead)
 
@@ -134,6 +131,9 @@ def flush(
 ) -> int:
     """Land everything staged so far; returns how many rows were added. Staging's commits skip the fsync
     here as in serve's lander (loader.server.lander_loop says why)."""
+    from loader.warehouse.arrow import use_system_allocator
+
+    use_system_allocator()
     with services(settings, staging_synchronous="NORMAL") as (staging, warehouse):
         staging.release_dead_claims()
         lander = make_lander(settings, staging, warehouse)

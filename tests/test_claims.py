@@ -145,18 +145,16 @@ def staged_source(tmp_path: Path, name: str, count: int, **env: str) -> Settings
     return settings
 
 
-def test_a_lander_takes_arrow_buffers_from_the_system_allocator(tmp_path: Path) -> None:
-    """pyarrow's bundled mimalloc kept the parse's freed buffers and landed slower here (bench/RESULTS.md,
-    sixth session): a lander switches its process to the C library's allocator."""
+def test_flush_takes_arrow_buffers_from_the_system_allocator(tmp_path: Path) -> None:
+    """pyarrow's bundled mimalloc landed a backlog slower here (bench/RESULTS.md, sixth session): flush,
+    a one-shot process, switches to the C library's allocator."""
     import pyarrow as pa
 
     pa.set_memory_pool(pa.mimalloc_memory_pool())
     settings = staged_source(tmp_path, "Allocated", 5)
-    with service.services(settings) as (store, warehouse):
-        lander = service.make_lander(settings, store, warehouse)
-        assert pa.default_memory_pool().backend_name == "system"
-        assert lander.drain() == 5
-        lander.close()
+    assert service.flush(settings) == 5
+    assert pa.default_memory_pool().backend_name == "system"
+    pa.set_memory_pool(pa.mimalloc_memory_pool())  # the process as the next test expects to find it
 
 
 def test_a_batch_committed_but_not_marked_lands_once(tmp_path: Path, warehouse_url: str) -> None:

@@ -19,11 +19,11 @@ ARROW_TYPES: dict[str, pa.DataType] = {
 
 
 def use_system_allocator() -> None:
-    """Arrow's buffers from the C library's allocator rather than pyarrow's bundled mimalloc, for the
-    process that lands. Measured here, alternating: `flush` of 100,000 bodies 61-62k against 52-55k
-    events/s; serve's lander (one thread, batches of 5,000) 36.6-36.9k against 33.0-34.7k events/s and a
-    peak 14-20 MB lower; serve under the bench's load, a peak 288-291 against 293-297 MB. (The parse's
-    buffers are made on one thread and freed on another, and mimalloc kept what was freed.)"""
+    """Arrow's buffers from the C library's allocator rather than pyarrow's bundled mimalloc, for a
+    one-shot landing process (`flush`, and backfill and replay through it). Measured here, alternating:
+    `flush` of 100,000 bodies 59.7-62.3k against 50.5-55.5k events/s. (The parse's buffers are made on
+    the helper thread and freed on the landing one.) Not for serve's long-running lander: with it, that
+    process grew to ~265 MB within 80 s of the bench's load, against ~175-240 MB with mimalloc."""
     pa.set_memory_pool(pa.system_memory_pool())
 
 
