@@ -22,8 +22,9 @@ def use_system_allocator() -> None:
     """Arrow's buffers from the C library's allocator rather than pyarrow's bundled mimalloc, for a
     one-shot landing process (`flush`, and backfill and replay through it). Measured here, alternating:
     `flush` of 100,000 bodies 59.7-62.3k against 50.5-55.5k events/s. (The parse's buffers are made on
-    the helper thread and freed on the landing one.) Not for serve's long-running lander: with it, that
-    process grew to ~265 MB within 80 s of the bench's load, against ~175-240 MB with mimalloc."""
+    the helper thread and freed on the landing one.) serve's long-running lander keeps mimalloc: with the
+    switch, serve peaked at 322-325 MB in three of four runs of the bench's HTTP part, though with
+    mimalloc it too reached 333 MB once (290-307 MB otherwise): no case for changing it there."""
     pa.set_memory_pool(pa.system_memory_pool())
 
 
