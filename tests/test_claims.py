@@ -23,6 +23,7 @@ from loader.staging.claims import dead_tokens
 from loader.staging.store import claim_token
 from loader.warehouse.writer import epoch_ms
 from tests.conftest import make_settings, rows
+from tests.procs import alive
 from tests.test_landing import events
 
 
@@ -88,10 +89,10 @@ def test_a_killed_lander_not_yet_reaped_is_dead() -> None:
     meanwhile must free its claims at once, not wait for their lease to end."""
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])
     deadline = time.monotonic() + 10
-    stat = Path(f"/proc/{zombie.pid}/stat")
-    while stat.read_text().rpartition(")")[2].split()[0] != "Z":
+    while alive(zombie.pid):  # it exits at once, and stays a zombie until we wait for it
         assert time.monotonic() < deadline, "the child never exited"
         time.sleep(0.01)
+    assert Path(f"/proc/{zombie.pid}").exists()  # not alive, yet still there: a zombie
     try:
         token = claim_token().split(":")
         assert dead_tokens([f"{token[0]}:{zombie.pid}:{token[2]}"]) == [f"{token[0]}:{zombie.pid}:{token[2]}"]

@@ -13,7 +13,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.procs import Server, cli, loader_env, query_json
+from tests.procs import Server, alive, cli, loader_env, query_json
 from tests.test_gateway import hold_write_lock
 from tests.test_landing import events
 
@@ -88,13 +88,6 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _wait_for(what: str, check: Any, timeout_s: float = 20.0) -> Any:
     deadline = time.monotonic() + timeout_s
     while not (found := check()):
@@ -111,7 +104,7 @@ def test_a_lander_that_dies_is_started_again(env: dict[str, str], tmp_path: Path
     try:
         [first] = _wait_for("the lander", lambda: _children(server.proc.pid))
         os.kill(first, signal.SIGKILL)
-        _wait_for("a new lander", lambda: [p for p in _children(server.proc.pid) if p != first and _alive(p)])
+        _wait_for("a new lander", lambda: [p for p in _children(server.proc.pid) if p != first and alive(p)])
         with httpx2.Client(base_url=server.url, params={"writeKey": "K-phoenix-01"}) as client:
             for raw in [json.dumps(e).encode() for e in events(20, seed=9)]:
                 assert client.post("/v1/webhook", content=raw).status_code == 200
@@ -137,10 +130,10 @@ def test_the_lander_ends_with_the_server(tmp_path: Path, how: str) -> None:
     assert landers, "serve started no lander"
     server.stop() if how == "stop" else server.kill()
     deadline = time.monotonic() + 10
-    while any(_alive(p) for p in landers) and time.monotonic() < deadline:
+    while any(alive(p) for p in landers) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(_alive(p) for p in landers), [
-        (p, Path(f"/proc/{p}/stat").read_text()[:80]) for p in landers if _alive(p)
+    assert not any(alive(p) for p in landers), [
+        (p, Path(f"/proc/{p}/stat").read_text()[:80]) for p in landers if alive(p)
     ]
     assert "Traceback" not in server.output()
 
