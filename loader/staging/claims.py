@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine, or_, select, update
 
+from loader.process import pid_alive
 from loader.staging.tables import staged
 
 PENDING, LANDED, QUARANTINED = 0, 1, 2
@@ -42,31 +43,7 @@ def host() -> str:
 def dead_tokens(tokens: Sequence[str | None]) -> list[str]:
     """Tokens of this host's landers whose process is gone."""
     mine = [t for t in tokens if t and t.startswith(f"{host()}:")]
-    return [t for t in mine if not _pid_alive(int(t.split(":")[1]))]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    """A process killed but not yet reaped: still signallable, yet dead. A lander killed with its serve
-    (kill -9) is reaped by init, which here took ~1.3 s; a serve restarted sooner kept its claim as
-    live, and the claim's bodies waited for the lease to end (60 s) to land."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:  # no /proc (not Linux), or gone meanwhile
-        return False
-    # "pid (command) state ...": the command may itself hold ") ", so the state follows the last one.
-    state = stat[stat.rfind(b")") + 2 :][:1]
-    return state in (b"Z", b"X")
+    return [t for t in mine if not pid_alive(int(t.split(":")[1]))]
 
 
 class Claims(Protocol):
