@@ -21,6 +21,7 @@ from loader.staging import LANDED, PENDING, QUARANTINED, Staging
 from loader.staging.sources import Source, add_source, find_source, load_sources
 from loader.staging.store import make_staging_engine
 from loader.warehouse.engine import dialect_of, make_warehouse_engine, retry_busy, safe_schema
+from loader.warehouse.turns import Turns
 from loader.warehouse.writer import writer_for
 
 log = logging.getLogger("loader")
@@ -160,7 +161,7 @@ def query(settings: Settings, sql: str) -> tuple[list[str], list[tuple[Any, ...]
             return columns, rows
 
     try:
-        return retry_busy(run)
+        return retry_busy(run, turns=Turns.of(engine.url))
     except DBAPIError as exc:
         raise QueryError(f"query failed: {exc.orig}") from exc
     finally:
@@ -176,7 +177,7 @@ def landed_ids(warehouse: Engine, schema: str, ids: list[str]) -> set[str]:
         with warehouse.connect() as conn:
             return writer.existing_ids(conn, schema, ids)
 
-    return retry_busy(run) if ids else set()
+    return retry_busy(run, turns=Turns.of(warehouse.url)) if ids else set()
 
 
 def status(settings: Settings) -> list[dict[str, Any]]:
@@ -214,7 +215,7 @@ def _count_discards(warehouse: Engine, schema: str) -> int | None:
             )
 
     try:
-        return retry_busy(run, timeout_s=5.0)
+        return retry_busy(run, timeout_s=5.0, turns=Turns.of(warehouse.url))
     except Exception:
         return None
 

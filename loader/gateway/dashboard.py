@@ -13,6 +13,7 @@ from loader.settings import Settings
 from loader.staging import LANDED, PENDING, QUARANTINED, Staging
 from loader.staging.sources import Source, load_sources
 from loader.warehouse.engine import make_warehouse_engine, retry_busy
+from loader.warehouse.turns import Turns
 
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2rem;color:#1b1f24;background:#fafbfc}
@@ -97,7 +98,7 @@ def _funnel(settings: Settings, schema: str) -> tuple[list[dict[str, Any]], list
         return [dict(r) for r in reversed(daily)], [dict(r) for r in by_message]
 
     try:
-        return retry_busy(read, timeout_s=2.0)
+        return retry_busy(read, timeout_s=2.0, turns=Turns.of(engine.url))
     except Exception as exc:
         return f"funnel unavailable right now ({type(exc).__name__}); landing may hold the warehouse, reload"
     finally:

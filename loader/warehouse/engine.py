@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from loader.errors import WarehouseBusy
+from loader.warehouse.turns import Turns
 
 T = TypeVar("T")
 
@@ -57,24 +59,33 @@ def safe_schema(schema: str, url: str) -> str:
 
 def is_lock_conflict(exc: BaseException) -> bool:
     """True when DuckDB refused the file because another process holds it."""
+    if isinstance(exc, WarehouseBusy):
+        return True
     text = str(exc)
     return "Could not set lock" in text or "Conflicting lock" in text or "database is locked" in text
 
 
-def retry_busy(fn: Callable[[], T], timeout_s: float = 15.0, first_wait_s: float = 0.02) -> T:
-    """Run fn, trying again while the DuckDB file is held by another process."""
+def retry_busy(
+    fn: Callable[[], T], timeout_s: float = 15.0, first_wait_s: float = 0.02, turns: Turns | None = None
+) -> T:
+    """Run fn, trying again while the DuckDB file is held by another process. With `turns`, a process
+    that finds the file held asks the lander for it (loader.warehouse.turns) until fn is done."""
     deadline = time.monotonic() + timeout_s
-    wait = first_wait_s
-    while True:
-        try:
-            return fn()
-        except Exception as exc:
-            if not is_lock_conflict(exc):
-                raise
-            if time.monotonic() >= deadline:
-                raise WarehouseBusy(
-                    "the warehouse file is held by another process (an open DuckDB session?); "
-                    "close it or try again"
-                ) from exc
+    wait, asked = first_wait_s, False
+    with contextlib.ExitStack() as asking:
+        while True:
+            try:
+                return fn()
+            except Exception as exc:
+                if not is_lock_conflict(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise WarehouseBusy(
+                        "the warehouse file is held by another process (an open DuckDB session?); "
+                        "close it or try again"
+                    ) from exc
+                if turns is not None and not asked:
+                    asking.enter_context(turns.asking())
+                    asked = True
             time.sleep(wait)
-            wait = min(wait * 1.5, 0.25)
+            wait = min(wait * 1.5, 0.1 if asked else 0.25)

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, text
 from loader.naming import is_safe, quote
 from loader.resources import project_dir
 from loader.warehouse.engine import retry_busy
+from loader.warehouse.turns import Turns
 
 
 def alembic_config() -> Config:
@@ -45,4 +46,4 @@ def upgrade(engine: Engine, schema: str, revision: str = "head") -> None:
             cfg.attributes["schema"] = schema
             command.upgrade(cfg, revision)
 
-    retry_busy(run, timeout_s=30.0)
+    retry_busy(run, timeout_s=30.0, turns=Turns.of(engine.url))
