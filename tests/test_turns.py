@@ -126,3 +126,14 @@ def test_turns_are_for_duckdb_files_only(tmp_path: Path) -> None:
     assert Turns.of("duckdb:///:memory:") is None
     assert Turns.of("duckdb:///md:analytics") is None
     assert Turns.of("postgresql+psycopg://postgres@127.0.0.1/test") is None
+
+
+def test_a_process_that_cannot_leave_a_marker_still_runs_its_block(tmp_path: Path) -> None:
+    """It then just retries, as without turns (say, a reader without write access to the folder)."""
+    (tmp_path / "a-file").write_text("")
+    turns = Turns(str(tmp_path / "a-file" / "warehouse.duckdb"))  # its folder cannot be made
+    ran = []
+    with turns.asking():
+        ran.append(1)
+    assert ran == [1]
+    assert not turns.others_asking()

@@ -51,14 +51,15 @@ class Turns:
         try:
             self.folder.mkdir(exist_ok=True)
             marker.touch()
+            made = True
         except OSError as exc:
             log.debug("could not ask for a turn at the warehouse file: %s", exc)
-            yield
-            return
+            made = False
         try:
             yield
         finally:
-            marker.unlink(missing_ok=True)
+            if made:
+                marker.unlink(missing_ok=True)
 
     def others_asking(self) -> bool:
         """True while a live process other than this one has a marker; removes those of dead ones."""
