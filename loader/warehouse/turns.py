@@ -1,12 +1,13 @@
 """Taking turns at a DuckDB file, which one process may write, or any number read, never both at once.
 
-The lander keeps the file open across batches while events keep coming: opening it and checkpointing it
-on close cost ~60 and ~30 ms each on a slow host, a third of the lander's work at 1,000 events/s. So a
-process of ours that finds the file held says so: it leaves a marker in `<file>.turns/`, named after its
-pid, while it waits for the file and while it uses it. The lander lets the file go after the batch it is
-landing, and waits before taking it again while a live process's marker is there. A marker whose process
-died is ignored and removed. Tools that leave no marker (the `duckdb` shell) get the file only when the
-lander lets it go on its own.
+The lander keeps the file open across batches while events keep coming (opening it and checkpointing it
+on close cost more than a small batch), letting it go every half second. A reader that found it held
+used to race the lander for the moment it let go, and a lander that found a reader holding it failed its
+batch, backed off (up to 5 s) and logged a warning. So a process of ours that finds the file held says
+so: it leaves a marker in `<file>.turns/`, named after its pid, while it waits for the file and while it
+uses it. The lander lets the file go after the batch it is landing, and waits before taking it again
+while a live process's marker is there. A marker whose process died is ignored and removed. Tools that
+leave no marker (the `duckdb` shell) get the file only when the lander lets it go on its own.
 """
 
 from __future__ import annotations

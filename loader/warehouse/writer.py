@@ -44,10 +44,12 @@ class Writer:
 
     # How long a writer may keep the warehouse open across batches while events keep coming. DuckDB takes
     # one writer per file: a process of ours that wants it asks (loader.warehouse.turns) and gets it after
-    # the batch being landed; this bound is for tools that cannot ask (the `duckdb` shell). Letting the
-    # file go every 0.5 s cost serve's lander about a third of its work at 1,000 events/s on a slow host
-    # (its freshness p50 ~0.48 s against ~0.39 s at 5 s).
-    hold_max_s: ClassVar[float] = 5.0
+    # the batch being landed; this bound is for tools that cannot ask (the `duckdb` shell), and for the
+    # freshness tail. At 5 s, serve's lander did a third less work at 1,000 events/s on a slow host
+    # (freshness p50 ~0.39 s against ~0.48 s in 10 s runs), but in make bench's 20 s run after wrk's
+    # backlog the p99 got worse (median of 11 runs 1.27 s against 1.02 s of 7): letting go of 5 s of rows
+    # stalls more events at once than ten lets-go of half a second.
+    hold_max_s: ClassVar[float] = 0.5
     # How long a writer about to open the file waits for processes that asked for it (a reader's query)
     # before it tries anyway.
     yield_max_s: ClassVar[float] = 2.0
