@@ -179,12 +179,23 @@ class Lander:
         for schema, batch in batches.items():
             metrics.discards.labels(schema).inc(len(batch.discards))
 
-    def drain(self, on_batch: Callable[[BatchResult], None] | None = None, max_wait_s: float = 60.0) -> int:
-        """Land everything staged so far; retry transient failures with backoff for up to max_wait_s."""
+    def drain(
+        self,
+        on_batch: Callable[[BatchResult], None] | None = None,
+        max_wait_s: float = 60.0,
+        upto: int | None = None,
+    ) -> int:
+        """Land everything staged so far; retry transient failures with backoff for up to max_wait_s.
+        With `upto` (a seq), stop once every body staged up to it has landed, though more keep coming:
+        bodies another lander holds are waited for (their lease frees them should it die)."""
         total = 0
         backoff = Backoff()
         deadline = time.monotonic() + max_wait_s
         while True:
+            if upto is not None:
+                self.settle()  # the last batch's marks count
+                if self.staging.pending_count(upto) == 0:
+                    break
             try:
                 result = self.run_once()
             except TransientError as exc:
@@ -194,11 +205,20 @@ class Lander:
                 time.sleep(backoff.next())
                 continue
             backoff.reset()
+            deadline = time.monotonic() + max_wait_s
             if on_batch:
                 on_batch(result)
             total += result.landed
             if result.claimed == 0:
-                return total
+                if upto is None:
+                    break
+                time.sleep(WAIT_FOR_OTHERS_S)  # the rest are another lander's, landing now
+        self.settle()
+        return total
+
+
+# How often a drain up to a seq looks again when the bodies left are another lander's.
+WAIT_FOR_OTHERS_S = 0.05
 
 
 class Backoff:

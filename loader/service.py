@@ -130,16 +130,18 @@ def make_lander(
 def flush(
     settings: Settings, on_batch: Callable[[BatchResult], None] | None = None, max_wait_s: float = 60.0
 ) -> int:
-    """Land everything staged so far; returns how many rows were added. Staging's commits skip the fsync
-    here as in serve's lander (loader.server.lander_loop says why)."""
+    """Land everything staged before it started, then return how many rows were added (while a server
+    keeps staging, what comes later is its lander's). Staging's commits skip the fsync here as in serve's
+    lander (loader.server.lander_loop says why)."""
     from loader.warehouse.arrow import use_system_allocator
 
     use_system_allocator()
     with services(settings, staging_synchronous="NORMAL") as (staging, warehouse):
         staging.release_dead_claims()
+        upto = staging.last_seq()
         lander = make_lander(settings, staging, warehouse)
         try:
-            return lander.drain(on_batch, max_wait_s)
+            return lander.drain(on_batch, max_wait_s, upto=upto)
         finally:
             lander.close()
 

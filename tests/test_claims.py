@@ -318,3 +318,56 @@ def test_batches_in_a_row_land_on_the_one_connection_the_lander_keeps(tmp_path: 
         finally:
             lander.close()
     assert rows(settings, "SELECT count(DISTINCT id) AS n FROM held.tracks") == [{"n": 30}]
+
+
+# Stages five bodies every 5 ms for up to a minute, from a process of its own (a server's gateway).
+KEEP_STAGING = """
+import json, sys, time
+from loader.staging import Incoming, Staging
+store = Staging(sys.argv[1])
+for group in range(12000):
+    body = json.dumps({"event_id": f"LATE{group}", "object_type": "email", "metric": "sent"}).encode()
+    store.append([Incoming(sys.argv[2], f"late-{group}-{i}", time.time(), None, body) for i in range(5)])
+    if group == 0:
+        print("staging", flush=True)
+    time.sleep(0.005)
+"""
+
+
+def test_flush_lands_what_was_staged_before_it_while_more_keeps_coming(tmp_path: Path) -> None:
+    """`loader flush` beside a busy server: it lands everything staged before it started and returns,
+    though bodies keep arriving (before, it landed the newcomers too, and returned only when they
+    stopped)."""
+    settings = staged_source(tmp_path, "Trickle", 200, LOADER_BATCH_SIZE="50")
+    source_id = service.find_source(Staging(settings.staging_url), "Trickle").id
+    stager = subprocess.Popen(
+        [sys.executable, "-c", KEEP_STAGING, settings.staging_url, source_id],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert stager.stdout is not None and stager.stdout.readline().strip() == "staging"
+        service.flush(settings)
+        still_coming = stager.poll() is None
+    finally:
+        stager.kill()
+        stager.wait()
+    assert still_coming, "flush returned only when bodies stopped coming"
+    with service.services(settings) as (store, _):
+        first = {k: v for k, v in states(store).items() if k.startswith("id-")}
+    assert len(first) == 200 and set(first.values()) == {LANDED}
+    service.flush(settings)
+    counted = rows(settings, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM trickle.tracks")
+    assert counted[0]["n"] == counted[0]["d"]
+    with service.services(settings) as (store, _):
+        assert store.pending_count() == 0
+
+
+def test_flush_waits_for_bodies_another_lander_holds(tmp_path: Path) -> None:
+    """Bodies staged before the flush but claimed by another lander are landed before flush returns:
+    here that lander never lands them, so flush takes them when the claim's lease ends."""
+    settings = staged_source(tmp_path, "Held Elsewhere", 30)
+    with service.services(settings) as (store, _):
+        assert len(store.claim(10, 1.0, claim_token())) == 10  # a live lander's claim (this process)
+    assert service.flush(settings) == 30
+    assert rows(settings, "SELECT count(*) AS n FROM held_elsewhere.tracks") == [{"n": 30}]

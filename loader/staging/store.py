@@ -220,9 +220,18 @@ class Staging:
         """Free claims of landers on this host whose process is gone (after a kill -9)."""
         return self._claims.release_dead()
 
-    def pending_count(self) -> int:
+    def pending_count(self, upto: int | None = None) -> int:
+        """Bodies not landed yet (claimed or not); with `upto`, only those staged up to that seq."""
+        query = select(func.count()).where(staged.c.state == PENDING)
+        if upto is not None:
+            query = query.where(staged.c.seq <= upto)
         with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).where(staged.c.state == PENDING)).scalar_one())
+            return int(conn.execute(query).scalar_one())
+
+    def last_seq(self) -> int:
+        """The highest seq staged so far (0 when none): what a flush started now has to land."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(staged.c.seq), 0))).scalar_one())
 
     def counts(self) -> dict[str, dict[int, int]]:
         """Per source id: how many bodies are pending, landed, quarantined."""
