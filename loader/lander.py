@@ -48,6 +48,7 @@ class BatchResult:
     discards: int = 0
     millis: float = 0.0
     per_source: dict[str, int] = field(default_factory=dict)
+    last_seq: int = 0  # the highest seq claimed
 
 
 class Lander:
@@ -83,7 +84,7 @@ class Lander:
         The batch is marked landed on the helper thread; `settle` waits for that."""
         started = time.perf_counter()
         token, claimed, parsed, sources = self._take()
-        result = BatchResult(claimed=len(claimed))
+        result = BatchResult(claimed=len(claimed), last_seq=max((s.seq for s in claimed), default=0))
         if not claimed:
             self.settle()
             self.writer.release()
@@ -192,10 +193,6 @@ class Lander:
         backoff = Backoff()
         deadline = time.monotonic() + max_wait_s
         while True:
-            if upto is not None:
-                self.settle()  # the last batch's marks count
-                if self.staging.pending_count(upto) == 0:
-                    break
             try:
                 result = self.run_once()
             except TransientError as exc:
@@ -209,10 +206,17 @@ class Lander:
             if on_batch:
                 on_batch(result)
             total += result.landed
-            if result.claimed == 0:
-                if upto is None:
+            if upto is None:
+                if result.claimed == 0:
                     break
-                time.sleep(WAIT_FOR_OTHERS_S)  # the rest are another lander's, landing now
+            elif result.claimed < self.batch_size or result.last_seq >= upto:
+                # Near the end: look whether anything up to `upto` is left (a full batch below it means
+                # more is; not looking then keeps the marking beside the next batch's landing).
+                self.settle()  # the last batch's marks count
+                if self.staging.pending_count(upto) == 0:
+                    break
+                if result.claimed == 0:
+                    time.sleep(WAIT_FOR_OTHERS_S)  # the rest are another lander's, landing now
         self.settle()
         return total
 
