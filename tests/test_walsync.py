@@ -1,4 +1,4 @@
-"""Durable acks: a 200 waits for an fsync of staging's WAL, which runs off the event loop."""
+"""Durable acks: a 200 waits for an fsync of staging's WAL, made after the commit, outside SQLite's lock."""
 
 from __future__ import annotations
 
@@ -111,44 +111,37 @@ def test_a_failed_fsync_is_503_and_the_retry_is_200_once(
     assert sorted(staged_ids(settings).values()) == [PENDING, PENDING]
 
 
-def test_one_fsync_answers_every_commit_made_before_it(
+def test_requests_that_arrive_together_share_one_commit_and_one_fsync(
     settings: Settings,
     source: service.Added,
     gateway_staging: tuple[Staging, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """While an fsync runs, the loop keeps committing; the next fsync answers all of those at once."""
-    gate = threading.Event()
-    first = threading.Event()
+    """Bodies handed over in one turn of the loop are one commit and one fsync; the fsync comes after
+    the commit (the bodies are in the database when it starts) and before any of them is answered."""
+    seen_at_sync: list[int] = []
 
-    def hold_the_first(fd: int) -> None:
-        if not first.is_set():
-            first.set()
-            gate.wait(10)
+    def count_staged(fd: int) -> None:
+        seen_at_sync.append(len(staged_ids(settings)))
 
-    synced = spy_fdatasync(monkeypatch, hold_the_first)
+    synced = spy_fdatasync(monkeypatch, count_staged)
 
     async def scenario() -> None:
         committer, wal = started_committer(*gateway_staging)
-        record = Incoming(source.source.id, "m-0", 1.0, None, b'{"event_id":"0"}')
-        held = asyncio.create_task(committer.submit(record))
-        while not first.is_set():
-            await asyncio.sleep(0.01)
-        later = [
+        requests = [
             asyncio.create_task(committer.submit(Incoming(source.source.id, f"m-{i}", 1.0, None, b"{}")))
-            for i in range(1, 6)
+            for i in range(6)
         ]
-        await asyncio.sleep(0.2)
-        assert committer.commits >= 2  # the loop committed while the first fsync was held
-        assert not held.done() and not any(t.done() for t in later)
-        gate.set()
-        await asyncio.wait_for(asyncio.gather(held, *later), 10)
+        await asyncio.wait_for(asyncio.gather(*requests), 10)
+        assert (committer.commits, wal.syncs) == (1, 1)
+        later = Incoming(source.source.id, "m-later", 1.0, None, b"{}")
+        await asyncio.wait_for(committer.submit(later), 10)
+        assert (committer.commits, wal.syncs) == (2, 2)
         await committer.stop()
-        assert wal.syncs == 2
 
     asyncio.run(scenario())
+    assert seen_at_sync == [6, 7]
     assert len(synced) == 2
-    assert len(staged_ids(settings)) == 6
 
 
 def test_the_descriptor_follows_a_new_wal_file(tmp_path: Path) -> None:
@@ -186,26 +179,18 @@ def test_a_sqlite_file_gets_a_wal_sync_and_memory_does_not(tmp_path: Path) -> No
     assert sqlite_file("postgresql+psycopg://u@h/db") is None
 
 
-def test_stopping_answers_what_waits_for_an_fsync(
+def test_stopping_commits_and_syncs_what_is_queued(
     source: service.Added, gateway_staging: tuple[Staging, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A shutdown while an fsync runs waits for it, answers its requests, then lets the thread go."""
-    gate = threading.Event()
-
-    def wait_for_the_gate(fd: int) -> None:
-        gate.wait(10)
-
-    synced = spy_fdatasync(monkeypatch, wait_for_the_gate)
+    """A shutdown with requests still queued commits them, syncs them, answers them, then closes the
+    descriptor."""
+    synced = spy_fdatasync(monkeypatch, lambda fd: None)
 
     async def scenario() -> None:
         committer, wal = started_committer(*gateway_staging)
         waiting = asyncio.create_task(committer.submit(Incoming(source.source.id, "m-s", 1.0, None, b"{}")))
-        await asyncio.sleep(0.1)
-        stopping = asyncio.create_task(committer.stop())
-        await asyncio.sleep(0.1)
-        assert not waiting.done() and not stopping.done()
-        gate.set()
-        await asyncio.wait_for(stopping, 10)
+        await asyncio.sleep(0)  # the request is queued; the committer has not run yet
+        await asyncio.wait_for(committer.stop(), 10)
         assert waiting.done() and waiting.exception() is None
         assert wal.syncs == 1 and wal._fd is None
 

@@ -221,7 +221,8 @@ def create_app(settings: Settings, staging: Staging | None = None) -> ASGIApp:
             setup.create()
         finally:
             setup.dispose()
-        # A SQLite file's commits skip their fsync, which the WalSync makes off the loop before the ack.
+        # A SQLite file's commits skip their fsync, which the WalSync makes after the commit, outside
+        # SQLite's write lock, before the ack.
         database = sqlite_file(settings.staging_url)
         if database is not None:
             wal_sync = WalSync(database)

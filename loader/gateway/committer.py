@@ -4,11 +4,11 @@ Each request waits until the commit that holds its body is on disk, so a 200 alw
 
 SQLite commits run on the event loop itself: a commit of a dozen bodies takes ~0.3 ms without its fsync,
 while handing the whole commit to a thread cost more under load (the worker and the loop wake each other
-and trade the GIL). With a WalSync, the commit skips the fsync (synchronous=NORMAL) and the WalSync
-answers the group after an fsync on its own thread, while the loop goes on to the next group. A
-commit that finds SQLite's write lock held (the lander marking a batch) does not wait inside SQLite: it is
-retried from the loop a moment later, so the loop, `/health` included, never blocks on another writer.
-PostgreSQL commits (a network round trip) go to a thread.
+and trade the GIL). With a WalSync, the commit skips the fsync (synchronous=NORMAL) and the WalSync makes
+it right after, outside SQLite's write lock, before the group is answered. A commit that finds SQLite's
+write lock held (the lander marking a batch) does not wait inside SQLite: it is retried from the loop a
+moment later, so the loop, `/health` included, never blocks on another writer. PostgreSQL commits (a
+network round trip) go to a thread.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class Committer:
         self._wake.set()
         await self._task
         if self.wal_sync is not None:
-            await self.wal_sync.drain()
+            self.wal_sync.close()
 
     @property
     def alive(self) -> bool:
@@ -89,9 +89,13 @@ class Committer:
             return
         self.commits += 1
         if self.wal_sync is not None:
-            self.wal_sync.after_commit(futures)
-        else:
-            settle(futures, None)
+            try:
+                self.wal_sync.sync()
+            except OSError as exc:
+                log.error("fsync of staging's WAL failed for %d bodies: %s", len(batch), exc)
+                settle(futures, exc)
+                return
+        settle(futures, None)
 
     async def _append(self, records: list[Incoming]) -> None:
         if not self.inline:
