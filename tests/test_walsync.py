@@ -70,6 +70,17 @@ def spy_fdatasync(monkeypatch: pytest.MonkeyPatch, before: Callable[[int], None]
     return synced
 
 
+def fail_once() -> Callable[[int], None]:
+    """An fdatasync spy's `before` that fails the first sync with EIO."""
+    failures = [OSError(errno.EIO, "I/O error")]
+
+    def before(fd: int) -> None:
+        if failures:
+            raise failures.pop()
+
+    return before
+
+
 def test_the_200_waits_for_an_fsync_of_the_wal(
     settings: Settings, source: service.Added, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -96,19 +107,43 @@ def test_the_200_waits_for_an_fsync_of_the_wal(
 def test_a_failed_fsync_is_503_and_the_retry_is_200_once(
     settings: Settings, source: service.Added, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    failures = [OSError(errno.EIO, "I/O error")]
-
-    def fail_once(fd: int) -> None:
-        if failures:
-            raise failures.pop()
-
-    spy_fdatasync(monkeypatch, fail_once)
-    with TestClient(create_app(settings)) as client:
+    spy_fdatasync(monkeypatch, fail_once())
+    app = create_app(settings)
+    with TestClient(app) as client:
         refused = post(client, b'{"event_id":"w-2"}')
         assert (refused.status_code, refused.text) == (503, "staging unavailable, retry later")
         assert post(client, b'{"event_id":"w-2"}').status_code == 200  # Customer.io's retry
         assert post(client, b'{"event_id":"w-3"}').status_code == 200
+        # The retry was answered only after the WAL was checkpointed into the synced database.
+        assert app.gateway.committer.repairs == 1  # type: ignore[attr-defined]
     assert sorted(staged_ids(settings).values()) == [PENDING, PENDING]
+
+
+def test_after_a_failed_fsync_nothing_is_answered_200_until_the_wal_is_checkpointed(
+    settings: Settings, source: service.Added, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linux reports a failed write-back once: a later fsync may succeed though earlier frames never
+    reached the disk, and recovery would drop every frame after the gap. A reader holding a snapshot
+    keeps the checkpoint from finishing; until it does, requests get 503."""
+    spy_fdatasync(monkeypatch, fail_once())
+    path = sqlite_file(settings.staging_url)
+    assert path is not None
+    app = create_app(settings)
+    with TestClient(app) as client:
+        assert post(client, b'{"event_id":"f-1"}').status_code == 503
+        reader = sqlite3.connect(path)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM loader_staged").fetchall()  # holds its snapshot
+            held = post(client, b'{"event_id":"f-2"}')
+            assert (held.status_code, held.text) == (503, "staging unavailable, retry later")
+            assert app.gateway.committer.repairs == 0  # type: ignore[attr-defined]
+        finally:
+            reader.close()
+        assert post(client, b'{"event_id":"f-2"}').status_code == 200
+        assert post(client, b'{"event_id":"f-1"}').status_code == 200
+        assert app.gateway.committer.repairs == 1  # type: ignore[attr-defined]
+    assert len(staged_ids(settings)) == 2
 
 
 def test_requests_that_arrive_together_share_one_commit_and_one_fsync(

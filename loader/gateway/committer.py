@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from loader.errors import TransientError
 from loader.gateway.futures import settle
 from loader.gateway.walsync import WalSync
 from loader.staging import Incoming, Staging
@@ -44,6 +45,13 @@ class Committer:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.commits = 0
+        # After a failed fsync, the WAL on disk may lack frames that the OS now holds as written (Linux
+        # reports a write-back error once, then marks the pages clean): a later commit that syncs fine
+        # would still be lost at recovery, which stops at the first missing frame. So nothing is
+        # answered 200 until a checkpoint has copied the WAL into the database, synced it and started
+        # the WAL afresh.
+        self.unsynced: BaseException | None = None
+        self.repairs = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -81,6 +89,9 @@ class Committer:
     async def _commit_some(self) -> None:
         batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
         futures = [future for _, future in batch]
+        if self.unsynced is not None and not self._repair():
+            settle(futures, TransientError("staging's WAL is not yet safe again after a failed fsync"))
+            return
         try:
             await self._append([record for record, _ in batch])
         except Exception as exc:
@@ -92,10 +103,29 @@ class Committer:
             try:
                 self.wal_sync.sync()
             except OSError as exc:
-                log.error("fsync of staging's WAL failed for %d bodies: %s", len(batch), exc)
+                log.error(
+                    "fsync of staging's WAL failed for %d bodies: %s; no request is answered 200 until "
+                    "a checkpoint has copied the WAL into the database and synced it",
+                    len(batch),
+                    exc,
+                )
+                self.unsynced = exc
                 settle(futures, exc)
                 return
         settle(futures, None)
+
+    def _repair(self) -> bool:
+        """After a failed fsync: checkpoint the whole WAL (see `unsynced`); True once that is done."""
+        try:
+            done = self.staging.checkpoint_wal()
+        except Exception as exc:
+            log.error("checkpoint of staging's WAL after a failed fsync failed: %s", exc)
+            return False
+        if done:
+            log.warning("staging's WAL is checkpointed and synced after a failed fsync; answering again")
+            self.unsynced = None
+            self.repairs += 1
+        return done
 
     async def _append(self, records: list[Incoming]) -> None:
         if not self.inline:

@@ -199,6 +199,24 @@ class Staging:
         finally:
             conn.close()
 
+    def checkpoint_wal(self) -> bool:
+        """Copy every frame of SQLite's WAL into the database file, sync it, and start the WAL afresh
+        (`PRAGMA wal_checkpoint(TRUNCATE)`); False when a reader or writer kept it from finishing."""
+        conn = self.engine.raw_connection()
+        try:
+            cursor = conn.cursor()
+            try:
+                busy, _, _ = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                cursor.close()
+        except Exception as exc:
+            if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY:
+                return False
+            raise
+        finally:
+            conn.close()
+        return int(busy) == 0
+
     def claim(self, limit: int, lease_s: float, token: str) -> list[Staged]:
         """Take up to `limit` pending bodies, oldest first, under a lease that expires if we die."""
         return sorted(map(Staged._make, self._claims.claim(limit, lease_s, token)), key=attrgetter("seq"))
