@@ -8,11 +8,12 @@ acknowledged. (With FULL, the fsync ran inside the lock, and the gateway's throu
 
 The fsync runs on the event loop. It ran on a thread of its own for a while, so that the loop could commit
 the next group meanwhile; but each time, the thread had to get the GIL back from the busy loop to answer
-(under wrk, 4.1 ms at the median after handing over an fsync that took 0.74 ms). Measured in alternation:
-on the loop, the gateway's CPU per request at 1,000 req/s was 610-635 µs against 764-824 µs on the thread
-(ten pairs), and under wrk 2,907 against 2,718 req/s (medians of four pairs), with the ack p50 and p99 no
-worse. While the loop waits for the disk, new requests wait in their sockets and then form the next group:
-a slow disk makes bigger groups, not more fsyncs.
+(under wrk, 4.1 ms at the median after handing over an fsync that took 0.74 ms). Measured in alternation
+while the host was busy: on the loop, the gateway's CPU per request at 1,000 req/s was 610-635 µs against
+764-824 µs on the thread (ten pairs), and under wrk 2,907 against 2,718 req/s (medians of four pairs), the
+ack p50 and p99 no worse; once the host was quieter, both cost the same. While the loop waits for the
+disk, new requests wait in their sockets and then form the next group: a slow disk makes bigger groups,
+not more fsyncs.
 
 fsync works on the file, not on the descriptor, so syncing our own descriptor of the WAL makes SQLite's
 writes to it durable. SQLite removes the WAL only when the last connection to the database closes, after
