@@ -17,7 +17,6 @@ import asyncio
 import logging
 
 from loader.errors import TransientError
-from loader.gateway.futures import settle
 from loader.gateway.walsync import WalSync
 from loader.staging import Incoming, Staging
 from loader.staging.store import StagingBusy
@@ -28,6 +27,17 @@ log = logging.getLogger("loader.gateway")
 # then retries), and the first and longest pause between tries.
 BUSY_WAIT_S = 10.0
 BUSY_RETRY_S = (0.0005, 0.01)
+
+
+def settle(futures: list[asyncio.Future[None]], exc: BaseException | None) -> None:
+    """Answer the requests of a group: each future still waiting is resolved, with `exc` if given."""
+    for future in futures:
+        if future.done():
+            continue
+        if exc is None:
+            future.set_result(None)
+        else:
+            future.set_exception(exc)
 
 
 class Committer:

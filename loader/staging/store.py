@@ -68,6 +68,12 @@ class Staged(NamedTuple):
     replay: bool
 
 
+def _sqlite_busy(exc: BaseException) -> bool:
+    """SQLite said another connection holds the lock. The low byte of the code: the extended codes
+    (SQLITE_BUSY_SNAPSHOT, _RECOVERY, _TIMEOUT) are busy too."""
+    return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY
+
+
 def _insert_ignoring_duplicates(dialect: str) -> Callable[[], Any]:
     """INSERT that skips a message id already staged: dialect differences as data."""
     builders: dict[str, Callable[[], Any]] = {
@@ -190,8 +196,7 @@ class Staging:
         except Exception as exc:
             with contextlib.suppress(Exception):  # a broken connection: the pool's pre-ping replaces it
                 conn.rollback()
-            # The low byte: extended codes (SQLITE_BUSY_SNAPSHOT, _RECOVERY, _TIMEOUT) are busy too.
-            if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY:
+            if _sqlite_busy(exc):
                 raise StagingBusy("staging busy: another writer holds the lock") from exc
             if isinstance(exc, self._driver_errors):
                 raise TransientError(f"staging unavailable: {type(exc).__name__}") from exc
@@ -210,7 +215,7 @@ class Staging:
             finally:
                 cursor.close()
         except Exception as exc:
-            if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY:
+            if _sqlite_busy(exc):
                 return False
             raise
         finally:
