@@ -60,7 +60,7 @@ class Committer:
         # would still be lost at recovery, which stops at the first missing frame. So nothing is
         # answered 200 until a checkpoint has copied the WAL into the database, synced it and started
         # the WAL afresh.
-        self.unsynced: BaseException | None = None
+        self.unsynced = False
         self.repairs = 0
 
     def start(self) -> None:
@@ -99,7 +99,7 @@ class Committer:
     async def _commit_some(self) -> None:
         batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
         futures = [future for _, future in batch]
-        if self.unsynced is not None and not self._repair():
+        if self.unsynced and not self._repair():
             settle(futures, TransientError("staging's WAL is not yet safe again after a failed fsync"))
             return
         try:
@@ -119,7 +119,7 @@ class Committer:
                     len(batch),
                     exc,
                 )
-                self.unsynced = exc
+                self.unsynced = True
                 settle(futures, exc)
                 return
         settle(futures, None)
@@ -133,7 +133,7 @@ class Committer:
             return False
         if done:
             log.warning("staging's WAL is checkpointed and synced after a failed fsync; answering again")
-            self.unsynced = None
+            self.unsynced = False
             self.repairs += 1
         return done
 
