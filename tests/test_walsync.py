@@ -146,6 +146,33 @@ def test_after_a_failed_fsync_nothing_is_answered_200_until_the_wal_is_checkpoin
     assert len(staged_ids(settings)) == 2
 
 
+def test_health_is_503_while_the_wal_is_unsafe_and_200_once_it_is_checkpointed(
+    settings: Settings, source: service.Added, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load balancer asks /health: while webhooks would get 503, so does it; the repair needs no
+    webhook to happen."""
+    spy_fdatasync(monkeypatch, fail_once())
+    path = sqlite_file(settings.staging_url)
+    assert path is not None
+    app = create_app(settings)
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200
+        assert post(client, b'{"event_id":"h-1"}').status_code == 503
+        reader = sqlite3.connect(path)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM loader_staged").fetchall()  # holds its snapshot
+            health = client.get("/health")
+            assert (health.status_code, health.json()["status"]) == (503, "unavailable")
+        finally:
+            reader.close()
+        health = client.get("/health")
+        assert (health.status_code, health.json()["status"]) == (200, "ok")
+        assert app.gateway.committer.repairs == 1  # type: ignore[attr-defined]
+        assert post(client, b'{"event_id":"h-1"}').status_code == 200
+    assert len(staged_ids(settings)) == 1
+
+
 def test_requests_that_arrive_together_share_one_commit_and_one_fsync(
     settings: Settings,
     source: service.Added,
