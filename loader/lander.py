@@ -5,7 +5,9 @@ landed only after that commit. A crash in between re-lands the batch, which then
 
 While a backlog lasts, the work that needs no warehouse connection runs beside the landing, on a helper
 thread (DuckDB and SQLite release the GIL): the next batch is claimed (and, with `parse_ahead`, parsed:
-Writer.parse) and the last one marked while this one lands.
+Writer.parse) and the last one marked while this one lands. With `parse_ahead`, a backlog's first claim
+is small: nothing overlaps its parse, so the landing thread starts sooner and the helper stays ahead
+(100,000 bodies in batches of 25,000: 47-53k against 44.6-50k events/s, seven pairs).
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ log = logging.getLogger("loader.lander")
 
 
 class Claimed(NamedTuple):
-    """A claim: its token, its bodies, what the writer's parse made of them and the source map it used
-    (None, None: not parsed ahead)."""
+    """A claim: its token, how many bodies it asked for, its bodies, what the writer's parse made of them
+    and the source map it used (None, None: not parsed ahead)."""
 
     token: str
+    asked: int
     bodies: list[Staged]
     parsed: Any  # Writer.parse's result
     sources: dict[str, Source] | None
@@ -49,6 +52,7 @@ class BatchResult:
     millis: float = 0.0
     per_source: dict[str, int] = field(default_factory=dict)
     last_seq: int = 0  # the highest seq claimed
+    full: bool = False  # the claim got all it asked for: more may be waiting
 
 
 class Lander:
@@ -83,13 +87,17 @@ class Lander:
         """Claim one batch and land it. Raises TransientError when the warehouse cannot take it now.
         The batch is marked landed on the helper thread; `settle` waits for that."""
         started = time.perf_counter()
-        token, claimed, parsed, sources = self._take()
-        result = BatchResult(claimed=len(claimed), last_seq=max((s.seq for s in claimed), default=0))
+        token, asked, claimed, parsed, sources = self._take()
+        result = BatchResult(
+            claimed=len(claimed),
+            last_seq=max((s.seq for s in claimed), default=0),
+            full=len(claimed) == asked,
+        )
         if not claimed:
             self.settle()
             self.writer.release()
             return result
-        if len(claimed) == self.batch_size:
+        if result.full:
             self._claim_ahead()  # a backlog: staging hands over the next batch while this one lands
         try:
             self.writer.hold()
@@ -131,12 +139,13 @@ class Lander:
         self._helper.shutdown(wait=True)
         self.writer.release()
 
-    def _claim(self, parse: bool = False) -> Claimed:
-        """A claim; parsed too when asked (else land_staged parses it as it lands)."""
+    def _claim(self, limit: int, parse: bool = False) -> Claimed:
+        """A claim of up to `limit` bodies; parsed too when asked (else land_staged parses it as it
+        lands)."""
         token = claim_token()
-        claimed = self.staging.claim(self.batch_size, self.lease_s, token)
+        claimed = self.staging.claim(limit, self.lease_s, token)
         parsed, sources = self._parse(claimed) if parse and claimed else (None, None)
-        return Claimed(token, claimed, parsed, sources)
+        return Claimed(token, limit, claimed, parsed, sources)
 
     def _parse(self, claimed: list[Staged]) -> tuple[Any, dict[str, Source] | None]:
         """The writer's work ahead on a batch and the source map it used, which the landing then takes
@@ -150,11 +159,17 @@ class Lander:
             return None, None
 
     def _take(self) -> Claimed:
+        """The batch claimed ahead, or a claim now. With `parse_ahead`, a claim made now (a backlog's
+        first) is a small one: its parse is the one that nothing overlaps, so it is kept short while the
+        helper parses the next, full batch."""
         ahead, self._ahead = self._ahead, None
-        return ahead.result() if ahead is not None else self._claim()
+        if ahead is not None:
+            return ahead.result()
+        first = max(1, self.batch_size // FIRST_CLAIM_PART) if self.parse_ahead else self.batch_size
+        return self._claim(first)
 
     def _claim_ahead(self) -> None:
-        self._ahead = self._helper.submit(self._claim, self.parse_ahead)
+        self._ahead = self._helper.submit(self._claim, self.batch_size, self.parse_ahead)
 
     def _give_back_ahead(self) -> None:
         ahead, self._ahead = self._ahead, None
@@ -209,7 +224,7 @@ class Lander:
             if upto is None:
                 if result.claimed == 0:
                     break
-            elif result.claimed < self.batch_size or result.last_seq >= upto:
+            elif not result.full or result.last_seq >= upto:
                 # Near the end: look whether anything up to `upto` is left (a full batch below it means
                 # more is; not looking then keeps the marking beside the next batch's landing).
                 self.settle()  # the last batch's marks count
@@ -220,6 +235,9 @@ class Lander:
         self.settle()
         return total
 
+
+# A backlog's first claim, with parse_ahead, is this part of a full batch (see Lander._take).
+FIRST_CLAIM_PART = 8
 
 # How often a drain up to a seq looks again when the bodies left are another lander's.
 WAIT_FOR_OTHERS_S = 0.05

@@ -111,7 +111,7 @@ def lander_loop(settings: Settings, stop: threading.Event) -> None:
             if settings.archive_retention_days > 0 and time.monotonic() >= next_purge:
                 staging.purge_archive(settings.archive_retention_days * 86400.0)
                 next_purge = time.monotonic() + ARCHIVE_PURGE_EVERY_S
-            if result.claimed < lander.batch_size:
+            if not result.full:
                 stop.wait(rest_after(result.millis / 1000, settings.flush_interval_s))
         lander.close()
 

@@ -191,8 +191,9 @@ def test_lander_rests_in_proportion_to_its_last_batch() -> None:
 
 
 def test_a_backlog_lands_once_with_the_next_batch_claimed_ahead(tmp_path: Path) -> None:
-    """Batches of 10 over 35 bodies: each full batch has the next one claimed while it lands. A failed
-    landing gives both its own claim and the one taken ahead back at once (no wait for the lease)."""
+    """Batches of 10 over 35 bodies (the first, an eighth of a batch: one): each full batch has the next
+    one claimed while it lands. A failed landing gives both its own claim and the one taken ahead back at
+    once (no wait for the lease)."""
     settings = staged_source(tmp_path, "Ahead", 35, LOADER_BATCH_SIZE="10")
     with service.services(settings) as (store, warehouse):
         lander = service.make_lander(settings, store, warehouse)
@@ -206,16 +207,16 @@ def test_a_backlog_lands_once_with_the_next_batch_claimed_ahead(tmp_path: Path) 
             return real(*args, **kwargs)
 
         lander.writer.land_staged = failing_second  # type: ignore[method-assign]
-        assert lander.run_once().landed == 10
+        assert lander.run_once().landed == 1
         with pytest.raises(TransientError):
             lander.run_once()
         lander.settle()
-        assert store.pending_count() == 25
+        assert store.pending_count() == 34
         probe = claim_token()
-        assert len(store.claim(100, 60, probe)) == 25  # nothing left claimed by the failed run
+        assert len(store.claim(100, 60, probe)) == 34  # nothing left claimed by the failed run
         store.release(probe)
         lander.close()
-    assert service.flush(settings) == 25
+    assert service.flush(settings) == 34
     counted = rows(settings, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM ahead.tracks")
     assert counted == [{"n": 35, "d": 35}]
     with service.services(settings) as (store, _):
@@ -224,9 +225,10 @@ def test_a_backlog_lands_once_with_the_next_batch_claimed_ahead(tmp_path: Path) 
 
 @pytest.mark.parametrize("ahead", [True, False])
 def test_a_backlog_is_parsed_ahead_on_the_helper_thread_when_asked(tmp_path: Path, ahead: bool) -> None:
-    """Batches of 10 over 35 bodies. With parse_ahead (flush), the first batch is parsed as it lands and
-    each next one is claimed and parsed on the helper thread while the one before lands, reaching the
-    landing parsed. Without (serve: one core for the lander), every batch is parsed as it lands."""
+    """Batches of 10 over 35 bodies. With parse_ahead (flush), the first batch is small (an eighth of a
+    batch: its parse is the one nothing overlaps) and parsed as it lands, and each next one is claimed
+    and parsed on the helper thread while the one before lands, reaching the landing parsed. Without
+    (serve: one core for the lander), every batch is full size and parsed as it lands."""
     settings = staged_source(tmp_path, "Parsed Ahead", 35, LOADER_BATCH_SIZE="10")
     with service.services(settings) as (store, warehouse):
         lander = service.make_lander(settings, store, warehouse, parse_ahead=ahead)
@@ -258,12 +260,13 @@ def test_a_backlog_is_parsed_ahead_on_the_helper_thread_when_asked(tmp_path: Pat
     main = threading.main_thread().name
     if ahead:  # the first batch's parse may start after the helper's of the second (it opens the file first)
         on_helper = [name for name in parsed_on if name.startswith("lander-staging")]
-        assert len(parsed_on) == 4 and parsed_on.count(main) == 1 and len(on_helper) == 3
-        assert landed_with == [False, True, True, True]
+        assert len(parsed_on) == 5 and parsed_on.count(main) == 1 and len(on_helper) == 4
+        assert landed_with == [False, True, True, True, True]
+        assert sorted(maps_made) == [1, 4, 10, 10, 10]
     else:
         assert parsed_on == [main] * 4
         assert landed_with == [False] * 4
-    assert sorted(maps_made) == [5, 10, 10, 10]
+        assert sorted(maps_made) == [5, 10, 10, 10]
     counted = rows(settings, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM parsed_ahead.tracks")
     assert counted == [{"n": 35, "d": 35}]
 
@@ -312,7 +315,7 @@ def test_batches_in_a_row_land_on_the_one_connection_the_lander_keeps(tmp_path: 
         lander = service.make_lander(settings, store, warehouse)
         lander.writer.hold_max_s = 60.0
         try:
-            assert [lander.run_once().landed for _ in range(4)] == [10, 10, 10, 0]
+            assert [lander.run_once().landed for _ in range(5)] == [1, 10, 10, 9, 0]
             assert len(opened) == 1
             assert lander.writer._held is None  # the empty claim let the file go
         finally:
