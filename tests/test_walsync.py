@@ -206,6 +206,29 @@ def test_requests_that_arrive_together_share_one_commit_and_one_fsync(
     assert len(synced) == 2
 
 
+def test_a_body_handed_over_one_turn_later_joins_the_same_commit(
+    source: service.Added, gateway_staging: tuple[Staging, str]
+) -> None:
+    """The committer lets the loop turn once before it commits: a request whose handler reaches
+    `submit` in the next turn (its bytes came in the same poll) shares the commit and its fsync."""
+
+    async def one_turn_later(record: Incoming, committer: Committer) -> None:
+        await asyncio.sleep(0)
+        await committer.submit(record)
+
+    async def scenario() -> None:
+        committer, wal = started_committer(*gateway_staging)
+        first = asyncio.create_task(committer.submit(Incoming(source.source.id, "t-1", 1.0, None, b"{}")))
+        second = asyncio.create_task(
+            one_turn_later(Incoming(source.source.id, "t-2", 1.0, None, b"{}"), committer)
+        )
+        await asyncio.wait_for(asyncio.gather(first, second), 10)
+        assert (committer.commits, wal.syncs) == (1, 1)
+        await committer.stop()
+
+    asyncio.run(scenario())
+
+
 def test_the_descriptor_follows_a_new_wal_file(tmp_path: Path) -> None:
     """SQLite deletes the WAL when its last connection closes; the next one is a new file."""
     path = str(tmp_path / "s.db")

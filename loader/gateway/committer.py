@@ -96,6 +96,12 @@ class Committer:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            # One turn of the loop first: requests whose bytes came in the same poll as the one that woke
+            # us reach `submit` too, and share this commit and its fsync. Under wrk's 32 connections a
+            # group grew from ~13 bodies to ~29; make bench's gateway figure rose from 7.9-8.3k to
+            # 9.2-9.6k requests/s (three alternating pairs), its ack p99 at 1,000/s from 4.4-4.9 to
+            # 3.9-4.1 ms.
+            await asyncio.sleep(0)
             while self._pending:
                 await self._commit_some()
             if self._stopping:
