@@ -183,3 +183,89 @@ def test_log_times_formatted_once_a_second_read_as_the_standard_formatter_does(c
         assert ours.format(record) == standard.format(record)
         expected = standard.formatTime(record, "%Y-%m-%dT%H:%M:%S")
         assert json.loads(json_lines.format(record))["ts"] == expected
+
+
+@pytest.mark.parametrize("json_lines", [False, True])
+def test_access_lines_are_written_once_a_loop_turn_as_the_formatter_writes_them(
+    json_lines: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway's access lines skip the LogRecord and are written together at the end of the loop's
+    turn; each must read exactly as the handler's formatter would have written it."""
+    import asyncio
+    import io
+    import logging
+
+    from loader import logs
+    from loader.gateway.accesslog import access_log
+
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    saved = logging.root.handlers[:], logging.root.level
+    logs.setup(json_lines)
+    handler = logging.root.handlers[0]
+    try:
+        scope = {"client": ("10.1.2.3", 5000), "method": "POST", "path": "/v1/webhook"}
+
+        async def three_requests() -> str:
+            for status in (200, 401, 413):
+                access_log(scope, status, time.perf_counter())
+            written_in_the_turn = stream.getvalue()
+            await asyncio.sleep(0)
+            return written_in_the_turn
+
+        assert asyncio.run(three_requests()) == ""
+        lines = stream.getvalue().splitlines()
+        assert len(lines) == 3
+        for line, status in zip(lines, (200, 401, 413), strict=True):
+            if json_lines:
+                got = json.loads(line)
+                assert (got["level"], got["logger"]) == ("info", "loader.access")
+                message = got["msg"]
+                when = time.mktime(time.strptime(got["ts"], "%Y-%m-%dT%H:%M:%S"))
+            else:
+                stamp, _, rest = line.partition(" INFO loader.access: ")
+                message = rest
+                when = time.mktime(time.strptime(stamp.split(",")[0], "%Y-%m-%d %H:%M:%S"))
+            assert re.fullmatch(rf'10\.1\.2\.3 "POST /v1/webhook" {status} \d+\.\dms', message), line
+            assert abs(when - time.time()) < 5
+            # What the handler's formatter makes of the same record, at the same time.
+            record = logging.LogRecord("loader.access", logging.INFO, __file__, 0, message, None, None)
+            record.created = when + 0.25
+            record.msecs = 250.0
+            expected = handler.format(record)
+            assert handler.formatter is not None
+            made = handler.formatter.line(when + 0.25, "INFO", "loader.access", message)  # type: ignore[attr-defined]
+            assert made == expected
+    finally:
+        logging.root.handlers[:], level = saved
+        logging.root.setLevel(level)
+
+
+def test_access_lines_go_through_logging_when_another_handler_listens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A handler added to the root (a test's capture, an operator's own set-up) gets every access line
+    as a record; the batched writer stands aside."""
+    import io
+    import logging
+
+    from loader import logs
+    from loader.gateway.accesslog import access_log
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    saved = logging.root.handlers[:], logging.root.level
+    logs.setup()
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logging.root.addHandler(Keep())
+    try:
+        access_log({"client": ("1.2.3.4", 1), "method": "GET", "path": "/health"}, 200, time.perf_counter())
+        assert [r.name for r in records] == ["loader.access"]
+        assert sys.stderr.getvalue().count("loader.access") == 1  # type: ignore[attr-defined]
+    finally:
+        logging.root.handlers[:], level = saved
+        logging.root.setLevel(level)

@@ -4,6 +4,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -42,7 +43,15 @@ def test_newcomer_path(env: dict[str, str], tmp_path: Path) -> None:
             )
     finally:
         server.stop()
-    assert "K-newcomer-1" not in server.output()
+    output = server.output()
+    assert "K-newcomer-1" not in output and "writeKey" not in output
+    access = [line for line in output.splitlines() if " loader.access: " in line]
+    assert sum('"POST /v1/webhook" 200 ' in line for line in access) == 360  # one line a request
+    assert sum('"POST /v1/webhook" 401 ' in line for line in access) == 1
+    line_format = (
+        r'[-\d]{10} [:\d]{8},\d{3} INFO loader\.access: 127\.0\.0\.1 "[A-Z]+ /[^" ]*" \d{3} [.\d]+ms'
+    )
+    assert all(re.fullmatch(line_format, line) for line in access), access[:3]
     cli(env, "flush")
     [counts] = query_json(env, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM customer_io_prod.tracks")
     assert counts == {"n": 300, "d": 300}

@@ -9,6 +9,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from loader import logs
 from loader.metrics import m
 
 log = logging.getLogger("loader.access")
@@ -34,6 +35,9 @@ def access_log(scope: Scope, status: int, started: float) -> None:
             status,
             (time.perf_counter() - started) * 1000,
         )
+        lines = logs.lines()
+        if lines is not None and lines.write(log, logging.INFO, LINE % args):
+            return
         # The record is made here: log.info would also walk the stack for its caller, per request.
         log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, LINE, args, None))
 
