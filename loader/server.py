@@ -60,6 +60,9 @@ def lander_loop(settings: Settings, stop: threading.Event) -> None:
     """Land staged bodies until told to stop or the parent dies; never gives up on a transient error."""
     os.nice(LANDER_NICENESS)  # under load, answering Customer.io comes first; landing can wait a moment
     logs.setup(settings.log_json)
+    from loader.warehouse.arrow import use_jemalloc_allocator  # here: the gateway never loads pyarrow
+
+    use_jemalloc_allocator()
     parent = os.getppid()
     backoff = Backoff(first=0.5, cap=10.0)
     while not stop.is_set() and os.getppid() == parent:

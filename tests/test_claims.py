@@ -158,6 +158,31 @@ def test_flush_takes_arrow_buffers_from_the_system_allocator(tmp_path: Path) -> 
     pa.set_memory_pool(pa.mimalloc_memory_pool())  # the process as the next test expects to find it
 
 
+LANDER_ALLOCATOR = """
+import threading
+import pyarrow as pa
+from loader.server import lander_loop
+from loader.settings import Settings
+stop = threading.Event()
+stop.set()  # set up, then stop at once
+lander_loop(Settings.from_env(), stop)
+print(pa.default_memory_pool().backend_name)
+"""
+
+
+def test_serves_lander_takes_arrow_buffers_from_jemalloc(tmp_path: Path) -> None:
+    """serve's long-running lander peaked 10-15 MB lower with pyarrow's jemalloc than with its default
+    mimalloc (bench/RESULTS.md, ninth session)."""
+    from tests.procs import loader_env
+
+    env = loader_env(tmp_path / "data")
+    done = subprocess.run(
+        [sys.executable, "-c", LANDER_ALLOCATOR], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["jemalloc"]
+
+
 def test_a_batch_committed_but_not_marked_lands_once(tmp_path: Path, warehouse_url: str) -> None:
     """A lander dies after the warehouse commit and before marking: the next one lands nothing twice."""
     settings = staged_source(tmp_path, "Crash Window", 50, LOADER_WAREHOUSE_URL=warehouse_url)

@@ -22,10 +22,21 @@ def use_system_allocator() -> None:
     """Arrow's buffers from the C library's allocator rather than pyarrow's bundled mimalloc, for a
     one-shot landing process (`flush`, and backfill and replay through it). Measured here, alternating:
     `flush` of 100,000 bodies 59.7-62.3k against 50.5-55.5k events/s. (The parse's buffers are made on
-    the helper thread and freed on the landing one.) serve's long-running lander keeps mimalloc: with the
-    switch, serve peaked at 322-325 MB in three of four runs of the bench's HTTP part, though with
-    mimalloc it too reached 333 MB once (290-307 MB otherwise): no case for changing it there."""
+    the helper thread and freed on the landing one.) Not for serve's long-running lander: with this
+    switch, serve peaked at 322-325 MB in three of four runs of the bench's HTTP part (see
+    use_jemalloc_allocator)."""
     pa.set_memory_pool(pa.system_memory_pool())
+
+
+def use_jemalloc_allocator() -> None:
+    """Arrow's buffers from pyarrow's jemalloc, for serve's long-running lander: its peak in make bench's
+    HTTP part was 283-292 MB of serve and lander against 299-306 MB with mimalloc (five runs and four,
+    the first seven alternating). Kept as it is where this pyarrow has no jemalloc."""
+    try:
+        pool = pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        return
+    pa.set_memory_pool(pool)
 
 
 def to_arrow(table: str, names: list[str], rows: list[dict[str, Any]]) -> pa.Table:
