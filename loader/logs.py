@@ -23,15 +23,18 @@ class Formatter(logging.Formatter):
         self._stamp: tuple[int, str | None, str] = (-1, None, "")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return self._time(record.created, datefmt)
+        return self._time(record.created, datefmt, int(record.msecs))
 
-    def _time(self, created: float, datefmt: str | None = None) -> str:
+    def _time(self, created: float, datefmt: str | None = None, msecs: int | None = None) -> str:
+        """The record's time as the standard formatter writes it (`msecs`: the record's own, if any)."""
         second = int(created)
         cached, cached_fmt, stamp = self._stamp  # one tuple, swapped whole: safe across threads
         if (second, datefmt) != (cached, cached_fmt):
             stamp = time.strftime(datefmt or "%Y-%m-%d %H:%M:%S", self.converter(created))
             self._stamp = (second, datefmt, stamp)
-        return stamp if datefmt else f"{stamp},{int((created - second) * 1000):03d}"
+        if datefmt:
+            return stamp
+        return f"{stamp},{int((created - second) * 1000) if msecs is None else msecs:03d}"
 
     def line(self, created: float, levelname: str, name: str, message: str) -> str:
         """What `format` gives for a record of these fields made at `created`, without making the
