@@ -45,23 +45,21 @@ class Formatter(logging.Formatter):
 
 class JsonFormatter(Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        payload = {
-            "ts": self.formatTime(record, JSON_TIME),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            payload["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(payload).decode()
+        exc = self.formatException(record.exc_info) if record.exc_info else None
+        return self._json(record.created, record.levelname, record.name, record.getMessage(), exc)
 
     def line(self, created: float, levelname: str, name: str, message: str) -> str:
+        return self._json(created, levelname, name, message)
+
+    def _json(self, created: float, levelname: str, name: str, message: str, exc: str | None = None) -> str:
         payload = {
             "ts": self._time(created, JSON_TIME),
             "level": levelname.lower(),
             "logger": name,
             "msg": message,
         }
+        if exc is not None:
+            payload["exc"] = exc
         return orjson.dumps(payload).decode()
 
 
