@@ -76,14 +76,11 @@ class Committer:
         if self.wal_sync is not None:
             self.wal_sync.close()
 
-    @property
-    def alive(self) -> bool:
-        return self._task is not None and not self._task.done()
-
     def accepting(self) -> bool:
         """Whether a body submitted now could be answered 200: the task runs and, after a failed fsync,
         the WAL is safe again (tried here too, so that `/health` reports the repair without a request)."""
-        return self.alive and (not self.unsynced or self._repair())
+        running = self._task is not None and not self._task.done()
+        return running and (not self.unsynced or self._repair())
 
     async def submit(self, record: Incoming) -> None:
         """Return once the record is committed; raise if staging could not take it."""
