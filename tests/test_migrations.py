@@ -81,44 +81,83 @@ def test_extension_revision_upgrades_a_populated_warehouse(settings: Settings) -
     assert rows(settings, "SELECT opens FROM old_source.email_funnel") == [{"opens": 2}]
 
 
-@pytest.mark.slow
-def test_a_wheel_install_finds_its_migrations_and_views(tmp_path: Path) -> None:
-    """Installed from a wheel, not run from a checkout, the loader migrates with the migrations/ and
-    sql/ the wheel carried (as data files: they are not inside the package)."""
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = Path(__file__).resolve().parents[1]
-    dist, prefix = tmp_path / "dist", tmp_path / "env"
-    quiet = ["--disable-pip-version-check", "-q"]
+    dist = tmp_path_factory.mktemp("dist")
     subprocess.run(
-        [sys.executable, "-m", "pip", *quiet, "wheel", "--no-deps", "-w", str(dist), str(root)], check=True
+        [sys.executable, "-m", "pip", *QUIET, "wheel", "--no-deps", "-w", str(dist), str(root)], check=True
     )
-    # A new environment, installed into by its own pip (pip --prefix from ours would uninstall ours).
-    subprocess.run([sys.executable, "-m", "venv", str(prefix)], check=True)
-    python = str(prefix / "bin" / "python")
-    wheel = next(dist.glob("*.whl"))
-    subprocess.run(
-        [python, "-m", "pip", *quiet, "install", "--no-deps", "--no-index", str(wheel)], check=True
-    )
-    # The new environment borrows our dependencies (a path, not our editable install of the loader).
-    site = Path(sysconfig.get_path("purelib", vars={"base": str(prefix)}))
-    (site / "borrowed_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    env = {"PATH": os.environ["PATH"], "LOADER_DATA_DIR": str(tmp_path / "data")}
+    return next(dist.glob("*.whl"))
+
+
+QUIET = ["--disable-pip-version-check", "-q"]
+
+
+def migrates_from(installed: Path, python: str, env: dict[str, str], cwd: Path) -> None:
+    """The loader that `python` imports is the one under `installed`, and it adds a source, migrates
+    and reads a view with the migrations/ and sql/ that its install carried (not this checkout's)."""
 
     def loader(*args: str) -> str:
         done = subprocess.run(
-            [python, "-m", "loader", *args], cwd=tmp_path, env=env, capture_output=True, text=True
+            [python, "-m", "loader", *args], cwd=cwd, env=env, capture_output=True, text=True
         )
         assert done.returncode == 0, done.stderr
         return done.stdout
 
     where = subprocess.run(
         [python, "-c", "import loader.resources as r; print(r.__file__); print(r.project_dir('sql'))"],
-        cwd=tmp_path,
+        cwd=cwd,
+        env=env,
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
-    assert all(Path(p).is_relative_to(prefix) for p in where), where  # the wheel's copy, not this checkout
+    assert all(Path(p).is_relative_to(installed) for p in where), where
     loader("source", "add", "Wheel Source", "--write-key", "wheel-key-000001")
     loader("migrate")
     out = loader("query", "--json", "SELECT count(*) AS deliveries FROM wheel_source.email_funnel")
     assert json.loads(out) == [{"deliveries": 0}], out
+
+
+@pytest.mark.slow
+def test_a_wheel_install_finds_its_migrations_and_views(tmp_path: Path, wheel: Path) -> None:
+    """Installed from a wheel, not run from a checkout, the loader migrates with the migrations/ and
+    sql/ the wheel carried (as data files: they are not inside the package)."""
+    prefix = tmp_path / "env"
+    # A new environment, installed into by its own pip (pip --prefix from ours would uninstall ours).
+    subprocess.run([sys.executable, "-m", "venv", str(prefix)], check=True)
+    python = str(prefix / "bin" / "python")
+    subprocess.run(
+        [python, "-m", "pip", *QUIET, "install", "--no-deps", "--no-index", str(wheel)], check=True
+    )
+    # The new environment borrows our dependencies (a path, not our editable install of the loader).
+    site = Path(sysconfig.get_path("purelib", vars={"base": str(prefix)}))
+    (site / "borrowed_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    env = {"PATH": os.environ["PATH"], "LOADER_DATA_DIR": str(tmp_path / "data")}
+    migrates_from(prefix, python, env, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_target_install_finds_its_migrations_and_views(tmp_path: Path, wheel: Path) -> None:
+    """`pip install --target DIR` puts the package in DIR/loader and the data files in DIR/share/: the
+    loader run from DIR (on PYTHONPATH) finds them there."""
+    target = tmp_path / "target"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            *QUIET,
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+    )
+    # Our interpreter, with DIR first on the path: DIR's loader wins over our editable install's finder.
+    env = {"PATH": os.environ["PATH"], "LOADER_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(target)}
+    migrates_from(target, sys.executable, env, tmp_path)
