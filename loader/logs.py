@@ -69,11 +69,13 @@ class Lines:
     each, it answered 13.2-14.1k requests/s, with no access lines 16.7-17.3k, and with these 15.6-16.4k
     (make bench's gateway figure: 9.0-9.1k -> 9.5-9.9k). Only while the root's handler is the one
     `setup` installed and nothing else handles or filters the logger's records; otherwise `write`
-    declines and the caller logs as usual. A line may reach the stream after a record logged later in
-    the same turn."""
+    declines and the caller logs as usual. That handler writes the queued lines before any record, so
+    the stream keeps the order in which lines and records were logged."""
 
-    def __init__(self, handler: logging.StreamHandler, formatter: Formatter) -> None:
+    def __init__(self, handler: Handler, formatter: Formatter) -> None:
         self.handler, self.formatter = handler, formatter
+        assert handler.lock is not None  # made by every Handler's __init__
+        self._lock = handler.lock  # the handler's, which Handler.emit holds when it flushes
         self._pending: list[str] = []
         atexit.register(self.flush)
 
@@ -84,8 +86,10 @@ class Lines:
         if not self._plain_route(logger) or self.handler.level > level:
             return False
         line = self.formatter.line(time.time(), logging.getLevelName(level), logger.name, message)
-        self._pending.append(line)
-        if len(self._pending) == 1:
+        with self._lock:  # a record's emit (any thread) flushes: see Handler
+            self._pending.append(line)
+            first = len(self._pending) == 1
+        if first:
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
             except RuntimeError:  # no loop: now
@@ -112,18 +116,27 @@ class Lines:
         )
 
     def flush(self) -> None:
-        if not self._pending:
-            return
-        lines, self._pending = self._pending, []
-        text = self.handler.terminator.join(lines) + self.handler.terminator
-        self.handler.acquire()
-        try:
-            self.handler.stream.write(text)
-            self.handler.flush()
-        except (OSError, ValueError):  # a closed or broken stream: as logging, never fail the caller
-            pass
-        finally:
-            self.handler.release()
+        with self._lock:
+            if not self._pending:
+                return
+            lines, self._pending = self._pending, []
+            try:
+                self.handler.stream.write(self.handler.terminator.join(lines) + self.handler.terminator)
+                self.handler.flush()
+            except (OSError, ValueError):  # a closed or broken stream: as logging, never fail the caller
+                pass
+
+
+class Handler(logging.StreamHandler):
+    """The root's handler `setup` installs: before it writes a record, it writes the access lines
+    queued before it (Lines), which would otherwise follow it at the end of the loop's turn."""
+
+    lines: Lines | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.lines is not None:
+            self.lines.flush()  # under the lock `handle` holds (an RLock)
+        super().emit(record)
 
 
 _lines: Lines | None = None
@@ -137,7 +150,7 @@ def lines() -> Lines | None:
 def setup(json_lines: bool = False, level: int = logging.INFO) -> None:
     """Configure the root logger once for a process."""
     global _lines
-    handler = logging.StreamHandler(sys.stderr)
+    handler = Handler(sys.stderr)
     formatter = JsonFormatter() if json_lines else Formatter(PLAIN)
     handler.setFormatter(formatter)
     # Neither format prints threads or processes: not looking them up saves a fifth of each record's
@@ -148,4 +161,4 @@ def setup(json_lines: bool = False, level: int = logging.INFO) -> None:
     root.setLevel(level)
     if _lines is not None:
         _lines.flush()
-    _lines = Lines(handler, formatter)
+    _lines = handler.lines = Lines(handler, formatter)

@@ -241,6 +241,40 @@ def test_access_lines_are_written_once_a_loop_turn_as_the_formatter_writes_them(
         logging.root.setLevel(level)
 
 
+def test_a_record_logged_after_access_lines_follows_them_in_the_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Access lines wait for the end of the loop's turn; a record logged meanwhile (an error about the
+    same requests) must still come after them in the stream, in the order they were logged."""
+    import asyncio
+    import io
+    import logging
+
+    from loader import logs
+    from loader.gateway.accesslog import access_log
+
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    saved = logging.root.handlers[:], logging.root.level
+    logs.setup()
+    try:
+
+        async def requests_then_a_record() -> None:
+            scope = {"client": ("10.1.2.3", 5000), "method": "POST", "path": "/v1/webhook"}
+            access_log(scope, 200, time.perf_counter())
+            logging.getLogger("loader.gateway").error("first record")
+            access_log(scope, 503, time.perf_counter())
+            await asyncio.sleep(0)
+
+        asyncio.run(requests_then_a_record())
+        lines = stream.getvalue().splitlines()
+        assert [line.split(": ", 1)[1].split(" ")[0] for line in lines] == ["10.1.2.3", "first", "10.1.2.3"]
+        assert '" 200 ' in lines[0] and '" 503 ' in lines[2], lines
+    finally:
+        logging.root.handlers[:], level = saved
+        logging.root.setLevel(level)
+
+
 def test_access_lines_go_through_logging_when_another_handler_listens(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
