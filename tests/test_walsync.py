@@ -173,6 +173,38 @@ def test_health_is_503_while_the_wal_is_unsafe_and_200_once_it_is_checkpointed(
     assert len(staged_ids(settings)) == 1
 
 
+def test_the_repair_after_a_failed_fsync_does_not_stall_other_requests(
+    settings: Settings, source: service.Added, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The repair copies the whole WAL into the database and syncs it (up to ~80 MB): while it runs,
+    requests that need no staging commit (a 401, say) are still answered; those that do wait for it."""
+    spy_fdatasync(monkeypatch, fail_once())
+    app = create_app(settings)
+    staging = app.gateway.staging  # type: ignore[attr-defined]
+    gate = threading.Event()
+    checkpoint = staging.checkpoint_wal
+
+    def slow_checkpoint() -> bool:
+        gate.wait(5)  # a long copy
+        return checkpoint()
+
+    monkeypatch.setattr(staging, "checkpoint_wal", slow_checkpoint)
+    answers: list[Any] = []
+    with TestClient(app) as client:
+        assert post(client, b'{"event_id":"r-1"}').status_code == 503
+        retry = threading.Thread(target=lambda: answers.append(post(client, b'{"event_id":"r-1"}')))
+        retry.start()
+        retry.join(0.3)
+        unknown = client.post("/v1/webhook?writeKey=not-a-key", content=b"{}")
+        assert (unknown.status_code, unknown.text) == (401, "invalid write key")
+        assert retry.is_alive() and not answers  # the retry still waits for the repair
+        gate.set()
+        retry.join(10)
+        assert [(a.status_code, a.text) for a in answers] == [(200, "OK")]
+        assert app.gateway.committer.repairs == 1  # type: ignore[attr-defined]
+    assert len(staged_ids(settings)) == 1
+
+
 def test_requests_that_arrive_together_share_one_commit_and_one_fsync(
     settings: Settings,
     source: service.Added,

@@ -128,7 +128,7 @@ class Gateway:
     async def health(self, request: Request) -> Response:
         try:
             await asyncio.to_thread(self.staging.pending_count)
-            ok = self.committer.accepting()
+            ok = await self.committer.accepting()
         except Exception:
             ok = False
         payload = {"status": "ok" if ok else "unavailable", "sources": self.sources.count}

@@ -62,6 +62,7 @@ class Committer:
         # the WAL afresh.
         self.unsynced = False
         self.repairs = 0
+        self._repairing: asyncio.Future[bool] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -76,11 +77,21 @@ class Committer:
         if self.wal_sync is not None:
             self.wal_sync.close()
 
-    def accepting(self) -> bool:
+    async def accepting(self) -> bool:
         """Whether a body submitted now could be answered 200: the task runs and, after a failed fsync,
         the WAL is safe again (tried here too, so that `/health` reports the repair without a request)."""
         running = self._task is not None and not self._task.done()
-        return running and (not self.unsynced or self._repair())
+        return running and await self.repaired()
+
+    async def repaired(self) -> bool:
+        """True unless a failed fsync left the WAL unsafe (see `unsynced`) and the repair has not yet
+        succeeded; runs it if none is running. On a thread: it copies the whole WAL (up to ~80 MB) into
+        the database and syncs it, which on the loop would stall every request, 401s and /health too."""
+        if not self.unsynced:
+            return True
+        if self._repairing is None or self._repairing.done():
+            self._repairing = asyncio.ensure_future(asyncio.to_thread(self._repair))
+        return await asyncio.shield(self._repairing)
 
     async def submit(self, record: Incoming) -> None:
         """Return once the record is committed; raise if staging could not take it."""
@@ -107,7 +118,7 @@ class Committer:
     async def _commit_some(self) -> None:
         batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
         futures = [future for _, future in batch]
-        if self.unsynced and not self._repair():
+        if self.unsynced and not await self.repaired():
             settle(futures, TransientError("staging's WAL is not yet safe again after a failed fsync"))
             return
         try:
