@@ -37,6 +37,7 @@ class Settings:
     port: int = 8080
     max_body_bytes: int = 4_096_000
     signature_max_age_s: int = 0
+    body_timeout_s: float = 30.0
     batch_size: int = 25000
     flush_interval_s: float = 0.1
     claim_lease_s: float = 60.0
@@ -74,6 +75,7 @@ class Settings:
             port=_int(env, "LOADER_PORT", 8080),
             max_body_bytes=_int(env, "LOADER_MAX_BODY_BYTES", 4_096_000),
             signature_max_age_s=_int(env, "LOADER_SIGNATURE_MAX_AGE_S", 0),
+            body_timeout_s=_float(env, "LOADER_BODY_TIMEOUT_S", 30.0),
             batch_size=_int(env, "LOADER_BATCH_SIZE", 25000),
             flush_interval_s=_float(env, "LOADER_FLUSH_INTERVAL_S", 0.1),
             claim_lease_s=_float(env, "LOADER_CLAIM_LEASE_S", 60.0),

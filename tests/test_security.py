@@ -279,6 +279,52 @@ def test_stalled_clients_are_disconnected_and_others_served(tmp_path: Path) -> N
         server.stop()
 
 
+@pytest.mark.slow
+def test_a_body_that_stops_coming_gets_408_and_one_that_comes_in_parts_200(tmp_path: Path) -> None:
+    """Most bodies arrive with their headers and are read at once; one still on its way is read under
+    LOADER_BODY_TIMEOUT_S: answered 408 when it stops coming, 200 when it completes in time."""
+    import socket
+
+    from tests.procs import Server, cli, loader_env
+
+    env = loader_env(tmp_path / "data", LOADER_BODY_TIMEOUT_S="1")
+    cli(env, "source", "add", "Slow", "--write-key", WRITE_KEY)
+    server = Server(env, tmp_path / "serve.log")
+
+    def request(body: bytes) -> bytes:
+        return (
+            f"POST /v1/webhook?writeKey={WRITE_KEY} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
+    def answer(sock: socket.socket) -> bytes:
+        sock.settimeout(10)
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+        return data
+
+    try:
+        whole = request(b'{"event_id":"slow-1","object_type":"email","metric":"opened"}')
+        with socket.create_connection(("127.0.0.1", server.port)) as stalled:
+            stalled.sendall(whole[:-20])  # the headers and part of the body, then nothing
+            started = time.monotonic()
+            got = answer(stalled)
+            assert got.startswith(b"HTTP/1.1 408 ") and got.endswith(b"request body timeout"), got
+            assert 0.8 < time.monotonic() - started < 5
+        with socket.create_connection(("127.0.0.1", server.port)) as parts:
+            parts.sendall(whole[:-20])
+            time.sleep(0.3)
+            parts.sendall(whole[-20:])
+            got = answer(parts)
+            assert got.startswith(b"HTTP/1.1 200 ") and got.endswith(b"OK"), got
+        with socket.create_connection(("127.0.0.1", server.port)) as at_once:
+            at_once.sendall(request(b'{"event_id":"slow-2"}'))
+            assert answer(at_once).startswith(b"HTTP/1.1 200 ")
+    finally:
+        server.stop()
+
+
 def test_schema_names_the_warehouse_reserves_are_escaped(settings: Settings, warehouse_url: str) -> None:
     names = {"PG Stats": "_pg_stats", "Information Schema": "_information_schema"}
     if warehouse_url.startswith("duckdb"):

@@ -29,7 +29,6 @@ from loader.transform import message_id
 
 log = logging.getLogger("loader.gateway")
 
-BODY_TIMEOUT_S = 30.0
 # The gateway commits on its event loop, so it leaves copying SQLite's WAL back into the database to the
 # lander (which commits every batch with SQLite's default of 1,000 pages): a checkpoint in a gateway
 # commit stalled every request for 20-700 ms. Past this many pages (~80 MB) it checkpoints itself, in
@@ -60,6 +59,16 @@ async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes
         chunks.append(chunk)
 
 
+def body_arrived(receive: Receive) -> bool:
+    """Whether the server already holds the whole body, so reading it cannot wait and needs no
+    deadline: uvicorn's request cycle (the `receive` it hands us is its bound method) says so with
+    `more_body`. A webhook's body nearly always comes with its headers, and the deadline
+    (`asyncio.timeout`: a timer armed and cancelled, ~3.6 µs) was ~5% of the gateway's time: under wrk
+    it answered 13.3-15.6k against 12.3-15.0k requests/s without it (five alternating pairs, more in
+    each). Any other server, or a body still on its way, gets the deadline."""
+    return getattr(getattr(receive, "__self__", None), "more_body", True) is False
+
+
 class Gateway:
     """Request handlers with their collaborators (staging, sources, committer, settings)."""
 
@@ -83,10 +92,12 @@ class Gateway:
         if source is None:
             return 401, "invalid write key"
         try:
-            async with asyncio.timeout(BODY_TIMEOUT_S):
-                raw = await read_body(
-                    receive, header_value(scope, b"content-length"), self.settings.max_body_bytes
-                )
+            declared = header_value(scope, b"content-length")
+            if body_arrived(receive):
+                raw = await read_body(receive, declared, self.settings.max_body_bytes)
+            else:
+                async with asyncio.timeout(self.settings.body_timeout_s):
+                    raw = await read_body(receive, declared, self.settings.max_body_bytes)
         except BodyTooLarge:
             return 413, "request size exceeds max limit"
         except TimeoutError:
