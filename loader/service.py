@@ -20,7 +20,13 @@ from loader.settings import Settings
 from loader.staging import LANDED, PENDING, QUARANTINED, Staging
 from loader.staging.sources import Source, add_source, find_source, load_sources
 from loader.staging.store import make_staging_engine
-from loader.warehouse.engine import dialect_of, make_warehouse_engine, retry_busy, safe_schema
+from loader.warehouse.engine import (
+    WRITER_MEMORY_LIMIT,
+    dialect_of,
+    make_warehouse_engine,
+    retry_busy,
+    safe_schema,
+)
 from loader.warehouse.turns import Turns
 from loader.warehouse.writer import writer_for
 
@@ -38,12 +44,17 @@ def open_staging(settings: Settings, synchronous: str = "FULL") -> Staging:
 
 @contextmanager
 def services(
-    settings: Settings, duckdb_threads: int | None = None, staging_synchronous: str = "FULL"
+    settings: Settings,
+    duckdb_threads: int | None = None,
+    staging_synchronous: str = "FULL",
+    duckdb_memory_limit: str = WRITER_MEMORY_LIMIT,
 ) -> Iterator[tuple[Staging, Engine]]:
     """Staging and the warehouse engine, disposed of afterwards. `staging_synchronous="NORMAL"` (SQLite)
     is for landers alone (serve's and flush): see loader.server.lander_loop."""
     staging = open_staging(settings, staging_synchronous)
-    warehouse = make_warehouse_engine(settings.warehouse_url, duckdb_threads=duckdb_threads)
+    warehouse = make_warehouse_engine(
+        settings.warehouse_url, duckdb_threads=duckdb_threads, duckdb_memory_limit=duckdb_memory_limit
+    )
     try:
         yield staging, warehouse
     finally:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy import text
 
 from loader import service
 from loader.errors import TransientError
@@ -181,6 +182,42 @@ def test_serves_lander_takes_arrow_buffers_from_jemalloc(tmp_path: Path) -> None
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["jemalloc"]
+
+
+LANDER_MEMORY = """
+import threading
+from sqlalchemy import text
+import loader.server as server
+from loader.settings import Settings
+seen = []
+make_lander = server.make_lander
+def spy(settings, staging, warehouse, **kwargs):
+    with warehouse.connect() as conn:
+        seen.append(conn.execute(text("SELECT current_setting('memory_limit')")).scalar())
+    return make_lander(settings, staging, warehouse, **kwargs)
+server.make_lander = spy
+stop = threading.Event()
+stop.set()  # set up, then stop at once
+server.lander_loop(Settings.from_env(), stop)
+print(seen)
+"""
+
+
+def test_landers_keep_a_bounded_part_of_the_warehouse_in_memory(tmp_path: Path) -> None:
+    """DuckDB's buffer pool keeps what a connection reads, up to 80% of the machine by default, and
+    serve's lander holds the file across batches: its memory grew with the warehouse. serve's lander
+    keeps at most 64 MB, the one-shot writers (flush, backfill, replay) 256 MB."""
+    from tests.procs import loader_env
+
+    env = loader_env(tmp_path / "data")
+    done = subprocess.run(
+        [sys.executable, "-c", LANDER_MEMORY], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[0] == "['61.0 MiB']"  # 64 MB
+    settings = staged_source(tmp_path, "Bounded", 5)
+    with service.services(settings) as (_, warehouse), warehouse.connect() as conn:
+        assert conn.execute(text("SELECT current_setting('memory_limit')")).scalar() == "244.1 MiB"
 
 
 def test_a_batch_committed_but_not_marked_lands_once(tmp_path: Path, warehouse_url: str) -> None:

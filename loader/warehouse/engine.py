@@ -22,17 +22,36 @@ def dialect_of(url: str) -> str:
     return make_url(url).get_backend_name()
 
 
-def make_warehouse_engine(url: str, read_only: bool = False, duckdb_threads: int | None = None) -> Engine:
+# DuckDB keeps every block of the file that a connection reads or writes in its buffer pool, up to 80% of
+# the machine's memory by default. serve's lander holds the file across batches, so its memory grew with
+# the warehouse: over three backlogs of 130,000 events its peak went 286 -> 330 -> 366 MB (make bench's
+# serve and lander: 329-334 MB, the target 300). Capped, it stays put (286 / 288 / 288 MB at 64 MB).
+# A writer's connection keeps at most this much (landing 100,000 events: no slower at 256 MB).
+WRITER_MEMORY_LIMIT = "256MB"
+
+
+def make_warehouse_engine(
+    url: str,
+    read_only: bool = False,
+    duckdb_threads: int | None = None,
+    duckdb_memory_limit: str | None = None,
+) -> Engine:
     """An engine for the warehouse; DuckDB files are created on first use and never pooled.
     `read_only` opens a DuckDB file read-only (other dialects: the caller's transaction decides);
-    `duckdb_threads` caps DuckDB's worker threads (default: one per core)."""
+    `duckdb_threads` caps DuckDB's worker threads (default: one per core), `duckdb_memory_limit` its
+    buffer pool (default: DuckDB's, 80% of memory; see WRITER_MEMORY_LIMIT)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "duckdb":
         if parsed.database and parsed.database != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
         args: dict[str, object] = {"read_only": True} if read_only else {}
+        config: dict[str, object] = {}
         if duckdb_threads is not None:
-            args["config"] = {"threads": duckdb_threads}
+            config["threads"] = duckdb_threads
+        if duckdb_memory_limit is not None:
+            config["memory_limit"] = duckdb_memory_limit
+        if config:
+            args["config"] = config
         return create_engine(url, poolclass=NullPool, connect_args=args)
     return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
 
