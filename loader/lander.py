@@ -12,6 +12,7 @@ is small: nothing overlaps its parse, so the landing thread starts sooner and th
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -30,6 +31,18 @@ from loader.warehouse.engine import is_lock_conflict
 from loader.warehouse.writer import Writer
 
 log = logging.getLogger("loader.lander")
+
+# A claim makes ~50,000 objects the collector tracks at once (its rows and their Staged tuples), so with
+# Python's thresholds (700, 10, 10) the youngest generation was collected every few dozen bodies and the
+# older ones went over every batch still held. `flush` of 100,000 bodies: 58.0-59.8k against 54.6-58.0k
+# events/s (three alternating pairs, faster in each), 1.5-2 µs of CPU less an event. Little of what
+# landing makes is cyclic garbage, which is all that waits longer.
+GC_THRESHOLDS = (100_000, 20, 20)
+
+
+def collect_less() -> None:
+    """For a landing process (serve's lander, flush): the garbage collector's thresholds, raised."""
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class Claimed(NamedTuple):

@@ -16,7 +16,7 @@ import uvicorn
 
 from loader import child, logs
 from loader.errors import TransientError
-from loader.lander import Backoff
+from loader.lander import Backoff, collect_less
 from loader.metrics import m, prepare_multiprocess
 from loader.service import make_lander, migrate_all, services
 from loader.settings import Settings
@@ -67,6 +67,7 @@ def lander_loop(settings: Settings, stop: threading.Event) -> None:
     from loader.warehouse.arrow import use_jemalloc_allocator  # here: the gateway never loads pyarrow
 
     use_jemalloc_allocator()
+    collect_less()
     parent = os.getppid()
     backoff = Backoff(first=0.5, cap=10.0)
     while not stop.is_set() and os.getppid() == parent:

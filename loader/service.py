@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from loader.catalogue import DISCARDS_TABLE
 from loader.errors import ConfigError, QueryError, SourceExistsError
-from loader.lander import BatchResult, Lander
+from loader.lander import BatchResult, Lander, collect_less
 from loader.naming import qualified, schema_name
 from loader.settings import Settings
 from loader.staging import LANDED, PENDING, QUARANTINED, Staging
@@ -147,6 +147,7 @@ def flush(
     from loader.warehouse.arrow import use_system_allocator
 
     use_system_allocator()
+    collect_less()
     with services(settings, staging_synchronous="NORMAL") as (staging, warehouse):
         staging.release_dead_claims()
         upto = staging.last_seq()

@@ -159,6 +159,33 @@ def test_flush_takes_arrow_buffers_from_the_system_allocator(tmp_path: Path) -> 
     pa.set_memory_pool(pa.mimalloc_memory_pool())  # the process as the next test expects to find it
 
 
+def test_landing_processes_collect_garbage_less_often(tmp_path: Path) -> None:
+    """A claim makes tens of thousands of tracked objects at once, and Python's thresholds then collected
+    all through the batch (bench/RESULTS.md, tenth session): flush and serve's lander raise them."""
+    import gc
+
+    from loader.lander import GC_THRESHOLDS
+
+    before = gc.get_threshold()
+    settings = staged_source(tmp_path, "Collected", 5)
+    try:
+        assert service.flush(settings) == 5
+        assert gc.get_threshold() == GC_THRESHOLDS != before
+    finally:
+        gc.set_threshold(*before)
+    from tests.procs import loader_env
+
+    done = subprocess.run(
+        [sys.executable, "-c", LANDER_ALLOCATOR + "import gc; print(*gc.get_threshold())"],
+        env=loader_env(tmp_path / "serve-data"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[1:] == [str(n) for n in GC_THRESHOLDS]
+
+
 LANDER_ALLOCATOR = """
 import threading
 import pyarrow as pa
