@@ -32,9 +32,10 @@ LANDER_NICENESS = 10
 # backfills use every core and parse ahead.
 LANDER_DUCKDB_THREADS = 1
 # serve's lander shares the machine with the gateway for as long as it runs: its DuckDB keeps at most this
-# much of the warehouse in memory (WRITER_MEMORY_LIMIT says why). make bench's serve and lander peaked at
-# 300 MB with 64 MB, 324 with 128, 329-334 uncapped; landing a backlog is ~6% slower than at 256 MB.
-LANDER_DUCKDB_MEMORY = "64MB"
+# much of the warehouse in memory (WRITER_MEMORY_LIMIT says why). The HTTP part of make bench, serve and
+# lander at their peak: 273-279 MB at 32 MB, 294-307 at 64, 324 at 128, 329-334 uncapped. The price: a
+# 130,000-body backlog of old events (each batch then reads every id landed) took 3.7-3.8 s against 3.3-3.4.
+LANDER_DUCKDB_MEMORY = "32MB"
 
 
 def migrate_in_child(settings: Settings) -> None:

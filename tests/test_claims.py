@@ -233,7 +233,7 @@ print(seen)
 def test_landers_keep_a_bounded_part_of_the_warehouse_in_memory(tmp_path: Path) -> None:
     """DuckDB's buffer pool keeps what a connection reads, up to 80% of the machine by default, and
     serve's lander holds the file across batches: its memory grew with the warehouse. serve's lander
-    keeps at most 64 MB, the one-shot writers (flush, backfill, replay) 256 MB."""
+    keeps at most 32 MB, the one-shot writers (flush, backfill, replay) 256 MB."""
     from tests.procs import loader_env
 
     env = loader_env(tmp_path / "data")
@@ -241,7 +241,7 @@ def test_landers_keep_a_bounded_part_of_the_warehouse_in_memory(tmp_path: Path) 
         [sys.executable, "-c", LANDER_MEMORY], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split("\n")[0] == "['61.0 MiB']"  # 64 MB
+    assert done.stdout.split("\n")[0] == "['30.5 MiB']"  # 32 MB
     settings = staged_source(tmp_path, "Bounded", 5)
     with service.services(settings) as (_, warehouse), warehouse.connect() as conn:
         assert conn.execute(text("SELECT current_setting('memory_limit')")).scalar() == "244.1 MiB"
