@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -75,7 +76,7 @@ class Settings:
             port=_int(env, "LOADER_PORT", 8080),
             max_body_bytes=_int(env, "LOADER_MAX_BODY_BYTES", 4_096_000),
             signature_max_age_s=_int(env, "LOADER_SIGNATURE_MAX_AGE_S", 0),
-            body_timeout_s=_float(env, "LOADER_BODY_TIMEOUT_S", 30.0),
+            body_timeout_s=_positive(env, "LOADER_BODY_TIMEOUT_S", 30.0),
             batch_size=_int(env, "LOADER_BATCH_SIZE", 25000),
             flush_interval_s=_float(env, "LOADER_FLUSH_INTERVAL_S", 0.1),
             claim_lease_s=_float(env, "LOADER_CLAIM_LEASE_S", 60.0),
@@ -120,3 +121,10 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
 
 def _float(env: dict[str, str], name: str, default: float) -> float:
     return _number(env, name, default, float, "a number")
+
+
+def _positive(env: dict[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not 0 < value < math.inf:
+        raise ConfigError(f"{name} must be a number of seconds above 0, got {env.get(name)!r}")
+    return value

@@ -279,6 +279,15 @@ def test_stalled_clients_are_disconnected_and_others_served(tmp_path: Path) -> N
         server.stop()
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_a_body_timeout_that_is_no_deadline_is_refused_at_start(value: str) -> None:
+    from loader.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="LOADER_BODY_TIMEOUT_S"):
+        Settings.from_env({"LOADER_BODY_TIMEOUT_S": value}, env_file=None)
+    assert Settings.from_env({"LOADER_BODY_TIMEOUT_S": "2.5"}, env_file=None).body_timeout_s == 2.5
+
+
 @pytest.mark.slow
 def test_a_body_that_stops_coming_gets_408_and_one_that_comes_in_parts_200(tmp_path: Path) -> None:
     """Most bodies arrive with their headers and are read at once; one still on its way is read under
