@@ -73,13 +73,13 @@ class Settings:
             warehouse_url=env.get("LOADER_WAREHOUSE_URL") or f"duckdb:///{data_dir / 'warehouse.duckdb'}",
             staging_url=env.get("LOADER_STAGING_URL") or f"sqlite:///{data_dir / 'staging.sqlite3'}",
             host=env.get("LOADER_HOST", "127.0.0.1"),
-            port=_int(env, "LOADER_PORT", 8080),
-            max_body_bytes=_int(env, "LOADER_MAX_BODY_BYTES", 4_096_000),
-            signature_max_age_s=_int(env, "LOADER_SIGNATURE_MAX_AGE_S", 0),
+            port=_int(env, "LOADER_PORT", 8080, low=1, high=65535),
+            max_body_bytes=_int(env, "LOADER_MAX_BODY_BYTES", 4_096_000, low=1),
+            signature_max_age_s=_int(env, "LOADER_SIGNATURE_MAX_AGE_S", 0, low=0),
             body_timeout_s=_positive(env, "LOADER_BODY_TIMEOUT_S", 30.0),
-            batch_size=_int(env, "LOADER_BATCH_SIZE", 25000),
-            flush_interval_s=_float(env, "LOADER_FLUSH_INTERVAL_S", 0.1),
-            claim_lease_s=_float(env, "LOADER_CLAIM_LEASE_S", 60.0),
+            batch_size=_int(env, "LOADER_BATCH_SIZE", 25000, low=1),
+            flush_interval_s=_positive(env, "LOADER_FLUSH_INTERVAL_S", 0.1),
+            claim_lease_s=_positive(env, "LOADER_CLAIM_LEASE_S", 60.0),
             archive_retention_days=_retention_days(env),
             log_json=env.get("LOADER_LOG_JSON", "").lower() in ("1", "true", "yes"),
         )
@@ -115,8 +115,16 @@ def _retention_days(env: dict[str, str]) -> int:
     return days
 
 
-def _int(env: dict[str, str], name: str, default: int) -> int:
-    return _number(env, name, default, int, "a whole number")
+def _int(
+    env: dict[str, str], name: str, default: int, low: int | None = None, high: int | None = None
+) -> int:
+    """A whole number, refused at start (with the variable's name) outside [low, high]: a batch size of
+    0, a negative body limit or port 70000 would otherwise fail later, or quietly do nothing."""
+    value = _number(env, name, default, int, "a whole number")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{name} must be a whole number {bounds}, got {env.get(name)!r}")
+    return value
 
 
 def _float(env: dict[str, str], name: str, default: float) -> float:

@@ -279,13 +279,27 @@ def test_stalled_clients_are_disconnected_and_others_served(tmp_path: Path) -> N
         server.stop()
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
-def test_a_body_timeout_that_is_no_deadline_is_refused_at_start(value: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "bad", "good", "field"),
+    [
+        ("LOADER_BODY_TIMEOUT_S", ["0", "-1", "nan", "inf", "soon"], "2.5", "body_timeout_s"),
+        ("LOADER_FLUSH_INTERVAL_S", ["0", "-0.1", "nan"], "0.5", "flush_interval_s"),
+        ("LOADER_CLAIM_LEASE_S", ["0", "-60", "inf"], "30", "claim_lease_s"),
+        ("LOADER_BATCH_SIZE", ["0", "-5", "1.5"], "1", "batch_size"),
+        ("LOADER_MAX_BODY_BYTES", ["0", "-1"], "1", "max_body_bytes"),
+        ("LOADER_PORT", ["0", "-1", "65536"], "65535", "port"),
+        ("LOADER_SIGNATURE_MAX_AGE_S", ["-1"], "0", "signature_max_age_s"),
+    ],
+)
+def test_a_number_out_of_range_is_refused_at_start(name: str, bad: list[str], good: str, field: str) -> None:
+    """A batch size of 0, a lease of 0 or a port of 70000 would fail later or quietly do nothing: each is
+    refused when the settings are read, naming the variable."""
     from loader.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="LOADER_BODY_TIMEOUT_S"):
-        Settings.from_env({"LOADER_BODY_TIMEOUT_S": value}, env_file=None)
-    assert Settings.from_env({"LOADER_BODY_TIMEOUT_S": "2.5"}, env_file=None).body_timeout_s == 2.5
+    for value in bad:
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: value}, env_file=None)
+    assert getattr(Settings.from_env({name: good}, env_file=None), field) == float(good)
 
 
 @pytest.mark.slow
