@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -10,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx2
@@ -185,110 +188,105 @@ def test_log_times_formatted_once_a_second_read_as_the_standard_formatter_does(c
         assert json.loads(json_lines.format(record))["ts"] == expected
 
 
+@pytest.fixture
+def logs_setup(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[bool], io.StringIO]]:
+    """`logs.setup` onto a string the test reads (called from the test itself: pytest sets its own
+    stderr again between a fixture's set-up and the test); the root logger's handlers and level are
+    put back afterwards."""
+    from loader import logs
+
+    def setup(json_lines: bool = False) -> io.StringIO:
+        stream = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", stream)
+        logs.setup(json_lines)
+        return stream
+
+    saved = logging.root.handlers[:], logging.root.level
+    try:
+        yield setup
+    finally:
+        logging.root.handlers[:], level = saved
+        logging.root.setLevel(level)
+
+
 @pytest.mark.parametrize("json_lines", [False, True])
 def test_access_lines_are_written_once_a_loop_turn_as_the_formatter_writes_them(
-    json_lines: bool, monkeypatch: pytest.MonkeyPatch
+    json_lines: bool, logs_setup: Callable[[bool], io.StringIO]
 ) -> None:
     """The gateway's access lines skip the LogRecord and are written together at the end of the loop's
     turn; each must read exactly as the handler's formatter would have written it."""
     import asyncio
-    import io
-    import logging
 
-    from loader import logs
     from loader.gateway.accesslog import access_log
 
-    stream = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", stream)
-    saved = logging.root.handlers[:], logging.root.level
-    logs.setup(json_lines)
+    stderr = logs_setup(json_lines)
     handler = logging.root.handlers[0]
-    try:
-        scope = {"client": ("10.1.2.3", 5000), "method": "POST", "path": "/v1/webhook"}
+    scope = {"client": ("10.1.2.3", 5000), "method": "POST", "path": "/v1/webhook"}
 
-        async def three_requests() -> str:
-            for status in (200, 401, 413):
-                access_log(scope, status, time.perf_counter())
-            written_in_the_turn = stream.getvalue()
-            await asyncio.sleep(0)
-            return written_in_the_turn
+    async def three_requests() -> str:
+        for status in (200, 401, 413):
+            access_log(scope, status, time.perf_counter())
+        written_in_the_turn = stderr.getvalue()
+        await asyncio.sleep(0)
+        return written_in_the_turn
 
-        assert asyncio.run(three_requests()) == ""
-        lines = stream.getvalue().splitlines()
-        assert len(lines) == 3
-        for line, status in zip(lines, (200, 401, 413), strict=True):
-            if json_lines:
-                got = json.loads(line)
-                assert (got["level"], got["logger"]) == ("info", "loader.access")
-                message = got["msg"]
-                when = time.mktime(time.strptime(got["ts"], "%Y-%m-%dT%H:%M:%S"))
-            else:
-                stamp, _, rest = line.partition(" INFO loader.access: ")
-                message = rest
-                when = time.mktime(time.strptime(stamp.split(",")[0], "%Y-%m-%d %H:%M:%S"))
-            assert re.fullmatch(rf'10\.1\.2\.3 "POST /v1/webhook" {status} \d+\.\dms', message), line
-            assert abs(when - time.time()) < 5
-            # What the handler's formatter makes of the same record, at the same time.
-            record = logging.LogRecord("loader.access", logging.INFO, __file__, 0, message, None, None)
-            record.created = when + 0.25
-            record.msecs = 250.0
-            expected = handler.format(record)
-            assert handler.formatter is not None
-            made = handler.formatter.line(when + 0.25, "INFO", "loader.access", message)  # type: ignore[attr-defined]
-            assert made == expected
-    finally:
-        logging.root.handlers[:], level = saved
-        logging.root.setLevel(level)
+    assert asyncio.run(three_requests()) == ""
+    lines = stderr.getvalue().splitlines()
+    assert len(lines) == 3
+    for line, status in zip(lines, (200, 401, 413), strict=True):
+        if json_lines:
+            got = json.loads(line)
+            assert (got["level"], got["logger"]) == ("info", "loader.access")
+            message = got["msg"]
+            when = time.mktime(time.strptime(got["ts"], "%Y-%m-%dT%H:%M:%S"))
+        else:
+            stamp, _, rest = line.partition(" INFO loader.access: ")
+            message = rest
+            when = time.mktime(time.strptime(stamp.split(",")[0], "%Y-%m-%d %H:%M:%S"))
+        assert re.fullmatch(rf'10\.1\.2\.3 "POST /v1/webhook" {status} \d+\.\dms', message), line
+        assert abs(when - time.time()) < 5
+        # What the handler's formatter makes of the same record, at the same time.
+        record = logging.LogRecord("loader.access", logging.INFO, __file__, 0, message, None, None)
+        record.created = when + 0.25
+        record.msecs = 250.0
+        expected = handler.format(record)
+        assert handler.formatter is not None
+        made = handler.formatter.line(when + 0.25, "INFO", "loader.access", message)  # type: ignore[attr-defined]
+        assert made == expected
 
 
 def test_a_record_logged_after_access_lines_follows_them_in_the_stream(
-    monkeypatch: pytest.MonkeyPatch,
+    logs_setup: Callable[[bool], io.StringIO],
 ) -> None:
     """Access lines wait for the end of the loop's turn; a record logged meanwhile (an error about the
     same requests) must still come after them in the stream, in the order they were logged."""
     import asyncio
-    import io
-    import logging
 
-    from loader import logs
     from loader.gateway.accesslog import access_log
 
-    stream = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", stream)
-    saved = logging.root.handlers[:], logging.root.level
-    logs.setup()
-    try:
+    stderr = logs_setup(False)
 
-        async def requests_then_a_record() -> None:
-            scope = {"client": ("10.1.2.3", 5000), "method": "POST", "path": "/v1/webhook"}
-            access_log(scope, 200, time.perf_counter())
-            logging.getLogger("loader.gateway").error("first record")
-            access_log(scope, 503, time.perf_counter())
-            await asyncio.sleep(0)
+    async def requests_then_a_record() -> None:
+        scope = {"client": ("10.1.2.3", 5000), "method": "POST", "path": "/v1/webhook"}
+        access_log(scope, 200, time.perf_counter())
+        logging.getLogger("loader.gateway").error("first record")
+        access_log(scope, 503, time.perf_counter())
+        await asyncio.sleep(0)
 
-        asyncio.run(requests_then_a_record())
-        lines = stream.getvalue().splitlines()
-        assert [line.split(": ", 1)[1].split(" ")[0] for line in lines] == ["10.1.2.3", "first", "10.1.2.3"]
-        assert '" 200 ' in lines[0] and '" 503 ' in lines[2], lines
-    finally:
-        logging.root.handlers[:], level = saved
-        logging.root.setLevel(level)
+    asyncio.run(requests_then_a_record())
+    lines = stderr.getvalue().splitlines()
+    assert [line.split(": ", 1)[1].split(" ")[0] for line in lines] == ["10.1.2.3", "first", "10.1.2.3"]
+    assert '" 200 ' in lines[0] and '" 503 ' in lines[2], lines
 
 
 def test_access_lines_go_through_logging_when_another_handler_listens(
-    monkeypatch: pytest.MonkeyPatch,
+    logs_setup: Callable[[bool], io.StringIO],
 ) -> None:
     """A handler added to the root (a test's capture, an operator's own set-up) gets every access line
     as a record; the batched writer stands aside."""
-    import io
-    import logging
-
-    from loader import logs
     from loader.gateway.accesslog import access_log
 
-    monkeypatch.setattr(sys, "stderr", io.StringIO())
-    saved = logging.root.handlers[:], logging.root.level
-    logs.setup()
+    stderr = logs_setup(False)
     records: list[logging.LogRecord] = []
 
     class Keep(logging.Handler):
@@ -296,10 +294,6 @@ def test_access_lines_go_through_logging_when_another_handler_listens(
             records.append(record)
 
     logging.root.addHandler(Keep())
-    try:
-        access_log({"client": ("1.2.3.4", 1), "method": "GET", "path": "/health"}, 200, time.perf_counter())
-        assert [r.name for r in records] == ["loader.access"]
-        assert sys.stderr.getvalue().count("loader.access") == 1  # type: ignore[attr-defined]
-    finally:
-        logging.root.handlers[:], level = saved
-        logging.root.setLevel(level)
+    access_log({"client": ("1.2.3.4", 1), "method": "GET", "path": "/health"}, 200, time.perf_counter())
+    assert [r.name for r in records] == ["loader.access"]
+    assert stderr.getvalue().count("loader.access") == 1
