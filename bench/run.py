@@ -323,11 +323,7 @@ def bench_landing(work: Path, results: dict[str, Any]) -> list[bytes]:
                     for b in chunk
                 ]
             )
-        from loader.lander import collect_less
-        from loader.warehouse.arrow import use_system_allocator
-
-        use_system_allocator()  # as `loader flush` does
-        collect_less()
+        service.tune_for_flush()  # the process set as `loader flush` sets it
         lander = service.make_lander(settings, staging, warehouse)
         started = time.perf_counter()
         landed = lander.drain()

@@ -138,16 +138,22 @@ def make_lander(
     return Lander(staging, writer, settings.batch_size, settings.claim_lease_s, parse_ahead)
 
 
+def tune_for_flush() -> None:
+    """What a one-shot landing process sets for itself (Arrow's allocator, the collector's thresholds):
+    `flush`, and whatever lands as it does (backfill and replay through it, the bench)."""
+    from loader.warehouse.arrow import use_system_allocator
+
+    use_system_allocator()
+    collect_less()
+
+
 def flush(
     settings: Settings, on_batch: Callable[[BatchResult], None] | None = None, max_wait_s: float = 60.0
 ) -> int:
     """Land everything staged before it started, then return how many rows were added (while a server
     keeps staging, what comes later is its lander's). Staging's commits skip the fsync here as in serve's
     lander (loader.server.lander_loop says why)."""
-    from loader.warehouse.arrow import use_system_allocator
-
-    use_system_allocator()
-    collect_less()
+    tune_for_flush()
     with services(settings, staging_synchronous="NORMAL") as (staging, warehouse):
         staging.release_dead_claims()
         upto = staging.last_seq()
