@@ -27,7 +27,7 @@ from loader.metrics import m
 from loader.staging import Staged, Staging
 from loader.staging.sources import Source, load_sources
 from loader.staging.store import claim_token
-from loader.warehouse.engine import is_lock_conflict
+from loader.warehouse.engine import is_lock_conflict, is_out_of_memory, more_memory
 from loader.warehouse.writer import Writer
 
 log = logging.getLogger("loader.lander")
@@ -123,6 +123,8 @@ class Lander:
             self._give_back_ahead()
             if is_lock_conflict(exc):
                 raise TransientError("warehouse file busy") from exc
+            if is_out_of_memory(exc) and (cap := more_memory(self.writer.engine)) is not None:
+                raise TransientError(f"the batch needed more memory; DuckDB's cap is now {cap} MB") from exc
             raise TransientError(f"warehouse write failed: {type(exc).__name__}: {exc}") from exc
         self.settle()
         self._marking = self._helper.submit(self._mark, token, prepared)

@@ -21,7 +21,7 @@ from loader.staging import LANDED, PENDING, QUARANTINED, Staging
 from loader.staging.sources import Source, add_source, find_source, load_sources
 from loader.staging.store import make_staging_engine
 from loader.warehouse.engine import (
-    WRITER_MEMORY_LIMIT,
+    WRITER_MEMORY_MB,
     dialect_of,
     make_warehouse_engine,
     retry_busy,
@@ -47,13 +47,13 @@ def services(
     settings: Settings,
     duckdb_threads: int | None = None,
     staging_synchronous: str = "FULL",
-    duckdb_memory_limit: str = WRITER_MEMORY_LIMIT,
+    duckdb_memory_mb: int = WRITER_MEMORY_MB,
 ) -> Iterator[tuple[Staging, Engine]]:
     """Staging and the warehouse engine, disposed of afterwards. `staging_synchronous="NORMAL"` (SQLite)
     is for landers alone (serve's and flush): see loader.server.lander_loop."""
     staging = open_staging(settings, staging_synchronous)
     warehouse = make_warehouse_engine(
-        settings.warehouse_url, duckdb_threads=duckdb_threads, duckdb_memory_limit=duckdb_memory_limit
+        settings.warehouse_url, duckdb_threads=duckdb_threads, duckdb_memory_mb=duckdb_memory_mb
     )
     try:
         yield staging, warehouse

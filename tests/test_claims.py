@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from loader import service
+from loader.catalogue import EVENT_NAMES
 from loader.errors import TransientError
 from loader.settings import Settings
 from loader.staging import LANDED, PENDING, Incoming, Staging
@@ -246,6 +247,25 @@ def test_landers_keep_a_bounded_part_of_the_warehouse_in_memory(tmp_path: Path) 
     settings = staged_source(tmp_path, "Bounded", 5)
     with service.services(settings) as (_, warehouse), warehouse.connect() as conn:
         assert conn.execute(text("SELECT current_setting('memory_limit')")).scalar() == "244.1 MiB"
+
+
+def test_a_lander_whose_memory_cap_is_too_small_gets_more_and_lands(tmp_path: Path) -> None:
+    """A batch pins memory for every column of every table it appends to: one that touched every event
+    table failed to commit under serve's 32 MB cap, again at every retry, and landing stalled. The cap
+    is a bound on what is kept, not on what a batch needs: it is raised until the batch lands."""
+    settings = staged_source(tmp_path, "Cramped", 1500, LOADER_BATCH_SIZE="1500")
+    with service.services(settings, duckdb_threads=1, duckdb_memory_mb=4) as (store, warehouse):
+        lander = service.make_lander(settings, store, warehouse, duckdb_threads=1, parse_ahead=False)
+        try:
+            assert lander.drain(max_wait_s=5) == 1500
+        finally:
+            lander.close()
+        with warehouse.connect() as conn:
+            raised = conn.execute(text("SELECT current_setting('memory_limit')")).scalar()
+    assert rows(settings, "SELECT count(*) AS n, count(DISTINCT event) AS e FROM cramped.tracks") == [
+        {"n": 1500, "e": len(EVENT_NAMES)}  # every event table but unknown_event and the preferences'
+    ]
+    assert raised != "3.8 MiB"  # 4 MB: every connection the engine opens now has the raised cap
 
 
 def test_a_batch_committed_but_not_marked_lands_once(tmp_path: Path, warehouse_url: str) -> None:

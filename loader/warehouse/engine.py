@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import weakref
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
@@ -27,33 +28,79 @@ def dialect_of(url: str) -> str:
 # the warehouse: over three backlogs of 130,000 events its peak went 286 -> 330 -> 366 MB (make bench's
 # serve and lander: 329-334 MB, the target 300). Capped, it stays put (286 / 288 / 288 MB at 64 MB).
 # A writer's connection keeps at most this much (landing 100,000 events: no slower at 256 MB).
-WRITER_MEMORY_LIMIT = "256MB"
+WRITER_MEMORY_MB = 256
+
+
+class MemoryCap:
+    """A DuckDB engine's buffer-pool cap, given to each connection it opens, and raised when a batch
+    needs more. The cap bounds what is kept between batches, not what one batch needs: a commit pins
+    blocks for each column of each table it appends to, and a batch of one source's every event type
+    needed 32-48 MB (under serve's 32 MB it failed at every retry: landing stalled)."""
+
+    def __init__(self, mb: int) -> None:
+        self.mb = mb
+        # DuckDB's own default: 80% of the machine's memory. Past it, no cap.
+        self.ceiling_mb = int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e6)
+
+    def give(self, _dialect: object, _record: object, _cargs: object, cparams: dict[str, Any]) -> None:
+        """SQLAlchemy's do_connect hook: the cap goes into the connection's config."""
+        cparams["config"] = {**cparams.get("config", {}), "memory_limit": f"{self.mb}MB"}
+
+    def raise_(self) -> int | None:
+        """Double the cap (up to DuckDB's default); the new cap in MB, or None when it is there already."""
+        if self.mb >= self.ceiling_mb:
+            return None
+        self.mb = min(self.mb * 2, self.ceiling_mb)
+        return self.mb
+
+
+_CAPS: weakref.WeakKeyDictionary[Engine, MemoryCap] = weakref.WeakKeyDictionary()
 
 
 def make_warehouse_engine(
     url: str,
     read_only: bool = False,
     duckdb_threads: int | None = None,
-    duckdb_memory_limit: str | None = None,
+    duckdb_memory_mb: int | None = None,
 ) -> Engine:
     """An engine for the warehouse; DuckDB files are created on first use and never pooled.
     `read_only` opens a DuckDB file read-only (other dialects: the caller's transaction decides);
-    `duckdb_threads` caps DuckDB's worker threads (default: one per core), `duckdb_memory_limit` its
-    buffer pool (default: DuckDB's, 80% of memory; see WRITER_MEMORY_LIMIT)."""
+    `duckdb_threads` caps DuckDB's worker threads (default: one per core), `duckdb_memory_mb` its
+    buffer pool at first (default: DuckDB's, 80% of memory; see MemoryCap, WRITER_MEMORY_MB)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "duckdb":
         if parsed.database and parsed.database != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
         args: dict[str, object] = {"read_only": True} if read_only else {}
-        config: dict[str, object] = {}
         if duckdb_threads is not None:
-            config["threads"] = duckdb_threads
-        if duckdb_memory_limit is not None:
-            config["memory_limit"] = duckdb_memory_limit
-        if config:
-            args["config"] = config
-        return create_engine(url, poolclass=NullPool, connect_args=args)
+            args["config"] = {"threads": duckdb_threads}
+        engine = create_engine(url, poolclass=NullPool, connect_args=args)
+        if duckdb_memory_mb is not None:
+            cap = _CAPS[engine] = MemoryCap(duckdb_memory_mb)
+            event.listen(engine, "do_connect", cap.give)
+        return engine
     return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+
+
+def more_memory(engine: Engine) -> int | None:
+    """Raise the engine's DuckDB memory cap for the connections it opens from now on: the new cap in MB,
+    or None when it has none to raise."""
+    cap = _CAPS.get(engine)
+    return cap.raise_() if cap is not None else None
+
+
+OUT_OF_MEMORY = ("Out of Memory Error", "could not allocate block", "failed to pin block")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True when DuckDB could not get the memory a statement or commit needed under its cap, though what
+    surfaced is a later error (the rollback's "transaction is aborted") with it as its context."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if any(sign in str(seen) for sign in OUT_OF_MEMORY):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def reserved_schemas(url: str) -> set[str]:

@@ -24,7 +24,7 @@ from loader.catalogue import DISCARDS_TABLE, TRACKS_TABLE
 from loader.naming import qualified, quote
 from loader.staging.sources import Source
 from loader.staging.store import Staged
-from loader.warehouse.engine import is_lock_conflict, retry_busy
+from loader.warehouse.engine import is_lock_conflict, is_out_of_memory, retry_busy
 from loader.warehouse.tables import column_kinds, event_tables, schema_tables
 from loader.warehouse.turns import Turns
 
@@ -265,8 +265,8 @@ class DuckDBSqlWriter(DuckDBWriter):
             if parsed is not None:
                 return self._land_parsed(parsed, sources, uuid_ts)
         except Exception as exc:
-            if is_lock_conflict(exc):
-                raise
+            if is_lock_conflict(exc) or is_out_of_memory(exc):
+                raise  # the Python path would fail alike: the lander tries again (with more memory)
             # A body the SQL path did not foresee must not stall the stream: the reference path lands it.
             log.warning(
                 "SQL landing path failed (%s: %s); landing this batch with the Python transform",
