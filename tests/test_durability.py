@@ -59,7 +59,9 @@ def test_kill_9_while_eight_clients_post(tmp_path: Path) -> None:
     ]
     for t in threads:
         t.start()
-    time.sleep(1.5)
+    deadline = time.monotonic() + 30
+    while len(acked) < len(bodies) // 4 and time.monotonic() < deadline:
+        time.sleep(0.01)  # kill mid-stream, whatever the host's speed: a quarter acknowledged
     server.kill()
     for t in threads:
         t.join()
@@ -79,8 +81,8 @@ def test_kill_9_while_eight_clients_post(tmp_path: Path) -> None:
         "FROM (SELECT t.id, t.event, u.event_id FROM durable.tracks t "
         "LEFT JOIN durable.unknown_event u ON t.id = u.id) x",
     )
-    assert total == len(bodies)
-    assert counts["n"] == counts["d"] == len(bodies)
+    assert total == len(bodies), f"{total} rows; {len(acked)} acked before the kill; logs in {tmp_path}"
+    assert counts["n"] == counts["d"] == len(bodies), counts
 
 
 def test_postgres_warehouse_outage(tmp_path: Path, pg_url: str) -> None:
