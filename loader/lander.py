@@ -26,7 +26,7 @@ from loader.errors import TransientError
 from loader.metrics import m
 from loader.staging import Staged, Staging
 from loader.staging.sources import Source, load_sources
-from loader.staging.store import claim_token
+from loader.staging.store import CLAIM_MAX_BYTES, claim_token
 from loader.warehouse.engine import is_lock_conflict, is_out_of_memory, more_memory
 from loader.warehouse.writer import Writer
 
@@ -104,7 +104,8 @@ class Lander:
         result = BatchResult(
             claimed=len(claimed),
             last_seq=max((s.seq for s in claimed), default=0),
-            full=len(claimed) == asked,
+            # all it asked for, or as many bytes as a claim takes
+            full=len(claimed) == asked or sum(len(s.body) for s in claimed) >= CLAIM_MAX_BYTES,
         )
         if not claimed:
             self.settle()

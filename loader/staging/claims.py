@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, func, or_, select, update
 
 from loader.process import pid_alive
 from loader.staging.tables import staged
@@ -29,6 +29,7 @@ T = TypeVar("T")
 
 # What a claim returns per body, in this order (loader.staging.store.Staged's fields).
 CLAIMED_COLUMNS = ("seq", "source_id", "message_id", "received_at", "request_ip", "body", "replay")
+BODY_AT = CLAIMED_COLUMNS.index("body")
 
 
 def claim_token() -> str:
@@ -49,7 +50,7 @@ def dead_tokens(tokens: Sequence[str | None]) -> list[str]:
 class Claims(Protocol):
     """What Staging asks of a way of claiming; rows come back as CLAIMED_COLUMNS tuples."""
 
-    def claim(self, limit: int, lease_s: float, token: str) -> list[tuple[Any, ...]]: ...
+    def claim(self, limit: int, lease_s: float, token: str, max_bytes: int) -> list[tuple[Any, ...]]: ...
     def mark_landed(self, token: str) -> int: ...
     def quarantine(self, token: str, message_ids: Sequence[str], reason: str) -> None: ...
     def release(self, token: str) -> None: ...
@@ -62,10 +63,13 @@ class RowClaims:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def claim(self, limit: int, lease_s: float, token: str) -> list[tuple[Any, ...]]:
+    def claim(self, limit: int, lease_s: float, token: str, max_bytes: int) -> list[tuple[Any, ...]]:
+        """The free bodies, oldest first, locked; of those, the ones that start within the byte budget
+        (octet_length reads no TOASTed body) take the claim. The rest are unlocked at commit."""
         now = time.time()
-        pick = (
-            select(staged.c.seq)
+        size = func.octet_length(staged.c.body)
+        picked = (
+            select(staged.c.seq, size.label("size"))
             .where(
                 staged.c.state == PENDING,
                 or_(staged.c.claimed_until.is_(None), staged.c.claimed_until < now),
@@ -73,10 +77,14 @@ class RowClaims:
             .order_by(staged.c.seq)
             .limit(limit)
             .with_for_update(skip_locked=True)
+            .cte("picked")
         )
+        before = func.sum(picked.c.size).over(order_by=picked.c.seq) - picked.c.size
+        starts = select(picked.c.seq, before.label("before")).subquery("starts")
+        kept = select(starts.c.seq).where(starts.c.before < max_bytes)
         stmt = (
             update(staged)
-            .where(staged.c.seq.in_(pick.scalar_subquery()))
+            .where(staged.c.seq.in_(kept.scalar_subquery()))
             .values(claim_token=token, claimed_until=now + lease_s)
             .returning(*(staged.c[name] for name in CLAIMED_COLUMNS))
         )
@@ -173,9 +181,10 @@ class ClaimRows:
             raw.rollback()
             return rows
 
-    def claim(self, limit: int, lease_s: float, token: str) -> list[tuple[Any, ...]]:
+    def claim(self, limit: int, lease_s: float, token: str, max_bytes: int) -> list[tuple[Any, ...]]:
         """Pick the seqs and record the claim under the write lock (index only, quick); read the
-        bodies afterwards, outside it (WAL readers do not block the gateway's commits)."""
+        bodies afterwards, outside it (WAL readers do not block the gateway's commits), up to the byte
+        budget, and give back the seqs past it."""
 
         def work(db: Any) -> list[int]:
             now = time.time()
@@ -190,7 +199,33 @@ class ClaimRows:
             return seqs
 
         seqs = self._write(work)
-        return self._read(_CLAIMED, {"seqs": json.dumps(seqs)}) if seqs else []
+        if not seqs:
+            return []
+        rows = self._read_within(seqs, max_bytes)
+        if len(rows) < len(seqs):
+            kept = json.dumps([row[0] for row in rows])
+            self._write(
+                lambda db: db.execute(
+                    "UPDATE loader_claims SET last_seq = ?, seqs = ? WHERE token = ?",
+                    (rows[-1][0], kept, token),
+                )
+            )
+        return rows
+
+    def _read_within(self, seqs: list[int], max_bytes: int) -> list[tuple[Any, ...]]:
+        """The claimed rows, oldest first, until their bodies reach `max_bytes` (the one that crosses it
+        included). Row by row: a body past the budget is never read."""
+        rows: list[tuple[Any, ...]] = []
+        size = 0
+        with self.engine.connect() as conn:
+            raw: Any = conn.connection.driver_connection
+            for row in raw.execute(_CLAIMED, {"seqs": json.dumps(seqs)}):
+                rows.append(row)
+                size += len(row[BODY_AT])
+                if size >= max_bytes:
+                    break
+            raw.rollback()
+        return rows
 
     def mark_landed(self, token: str) -> int:
         found = self._read("SELECT seqs FROM loader_claims WHERE token = :token", {"token": token})

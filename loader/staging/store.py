@@ -85,6 +85,12 @@ def _insert_ignoring_duplicates(dialect: str) -> Callable[[], Any]:
     return builders[dialect]
 
 
+# A claim takes bodies up to this many bytes (and always one). Customer.io's bodies are ~0.5-2 KB, so a
+# claim of 25,000 stays under it; but a caller may send bodies of up to LOADER_MAX_BODY_BYTES (4 MB), and
+# landing holds ~9 times its bodies' size at its peak (100 bodies of 3.9 MB: flush at 3.6 GB). Uncut, a
+# backlog of such bodies would not fit in memory, and a lander killed for it would claim them again.
+CLAIM_MAX_BYTES = 32_000_000
+
 SYNCHRONOUS = ("FULL", "NORMAL")
 
 
@@ -222,9 +228,11 @@ class Staging:
             conn.close()
         return int(busy) == 0
 
-    def claim(self, limit: int, lease_s: float, token: str) -> list[Staged]:
-        """Take up to `limit` pending bodies, oldest first, under a lease that expires if we die."""
-        return sorted(map(Staged._make, self._claims.claim(limit, lease_s, token)), key=attrgetter("seq"))
+    def claim(self, limit: int, lease_s: float, token: str, max_bytes: int = CLAIM_MAX_BYTES) -> list[Staged]:
+        """Take up to `limit` pending bodies, oldest first, under a lease that expires if we die; no
+        more than `max_bytes` of bodies, but at least one."""
+        rows = self._claims.claim(limit, lease_s, token, max_bytes)
+        return sorted(map(Staged._make, rows), key=attrgetter("seq"))
 
     def mark_landed(self, token: str) -> int:
         """After the warehouse commit: the claimed bodies are landed (kept as the archive)."""
