@@ -114,18 +114,13 @@ class Lander:
         if result.full:
             self._claim_ahead()  # a backlog: staging hands over the next batch while this one lands
         try:
-            self.writer.hold()
-            if sources is None:
-                sources = self._source_map(claimed)
-            added, prepared = self.writer.land_staged(claimed, sources, datetime.now(UTC), parsed)
+            added, prepared = self._land(claimed, sources, parsed)
         except Exception as exc:
             self.writer.release()
             self.staging.release(token)
             self._give_back_ahead()
             if is_lock_conflict(exc):
                 raise TransientError("warehouse file busy") from exc
-            if is_out_of_memory(exc) and (cap := more_memory(self.writer.engine)) is not None:
-                raise TransientError(f"the batch needed more memory; DuckDB's cap is now {cap} MB") from exc
             raise TransientError(f"warehouse write failed: {type(exc).__name__}: {exc}") from exc
         self.settle()
         self._marking = self._helper.submit(self._mark, token, prepared)
@@ -137,6 +132,26 @@ class Lander:
         result.millis = (time.perf_counter() - started) * 1000
         self._observe(result, prepared.batches)
         return result
+
+    def _land(
+        self, claimed: list[Staged], sources: dict[str, Source] | None, parsed: Any
+    ) -> tuple[dict[str, int], Prepared]:
+        """Land a claimed batch. One that DuckDB's memory cap is too small for (see MemoryCap) is landed
+        again at once with the cap doubled: it is no failure, only a batch bigger than the last."""
+        if sources is None:
+            sources = self._source_map(claimed)
+        while True:
+            self.writer.hold()
+            try:
+                return self.writer.land_staged(claimed, sources, datetime.now(UTC), parsed)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                self.writer.release()  # the next connection gets the raised cap
+                cap = more_memory(self.writer.engine)
+                if cap is None:
+                    raise
+                log.info("a batch needed more memory than DuckDB's cap; the cap is now %d MB", cap)
 
     def settle(self) -> None:
         """Wait until the last landed batch is marked. A failed mark loses nothing: the claim's lease
