@@ -23,6 +23,7 @@ from loader.settings import Settings
 from loader.staging import LANDED, PENDING, Incoming, Staging
 from loader.staging.claims import dead_tokens
 from loader.staging.store import claim_token
+from loader.warehouse.engine import is_out_of_memory
 from loader.warehouse.writer import epoch_ms
 from tests.conftest import make_settings, rows
 from tests.procs import alive
@@ -283,6 +284,31 @@ def test_a_lander_whose_memory_cap_is_too_small_gets_more_and_lands(tmp_path: Pa
         {"n": 1500, "e": len(EVENT_NAMES)}  # every event table but unknown_event and the preferences'
     ]
     assert raised != "3.8 MiB"  # 4 MB: every connection the engine opens now has the raised cap
+
+
+def test_only_duckdb_memory_errors_count_as_needing_more_memory() -> None:
+    """DuckDB's conversion errors quote the value that failed: a body that says "Out of Memory Error"
+    must not pass for one (the SQL path would then not fall back to the Python path, and the lander would
+    raise the cap and land the batch again, and again). Told apart by the exception's type."""
+    import duckdb
+    from sqlalchemy.exc import OperationalError
+
+    con = duckdb.connect()
+    with pytest.raises(duckdb.ConversionException) as quoted:
+        con.execute("SELECT 'Out of Memory Error: could not allocate block'::INT")
+    assert not is_out_of_memory(quoted.value)
+    con.execute("SET memory_limit = '2MB'")
+    con.execute("SET temp_directory = ''")
+    with pytest.raises(duckdb.OutOfMemoryException) as real:
+        con.execute("CREATE TABLE t AS SELECT repeat('x', 100) || range AS s FROM range(200000)")
+    assert is_out_of_memory(real.value)
+    try:  # as it reaches the lander: SQLAlchemy's error, then the rollback's, with it as their context
+        try:
+            raise OperationalError("INSERT", {}, real.value) from real.value
+        except OperationalError:
+            raise RuntimeError("Current transaction is aborted (please ROLLBACK)")  # noqa: B904
+    except RuntimeError as surfaced:
+        assert is_out_of_memory(surfaced)
 
 
 def test_a_batch_committed_but_not_marked_lands_once(tmp_path: Path, warehouse_url: str) -> None:

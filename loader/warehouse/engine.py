@@ -89,15 +89,20 @@ def more_memory(engine: Engine) -> int | None:
     return cap.raise_() if cap is not None else None
 
 
-OUT_OF_MEMORY = ("Out of Memory Error", "could not allocate block", "failed to pin block")
-
-
 def is_out_of_memory(exc: BaseException) -> bool:
     """True when DuckDB could not get the memory a statement or commit needed under its cap, though what
-    surfaced is a later error (the rollback's "transaction is aborted") with it as its context."""
+    surfaced is a later error (the rollback's "transaction is aborted") with it as its context. Told by
+    the exception's type, never by its text alone: a conversion error quotes the value that failed."""
+    import duckdb
+
     seen: BaseException | None = exc
     while seen is not None:
-        if any(sign in str(seen) for sign in OUT_OF_MEMORY):
+        if isinstance(seen, duckdb.OutOfMemoryException):
+            return True
+        # A commit or its checkpoint that ran out reports it in an error of its own kind.
+        if isinstance(seen, duckdb.TransactionException | duckdb.FatalException) and any(
+            sign in str(seen) for sign in ("could not allocate block", "failed to pin block")
+        ):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
