@@ -309,6 +309,9 @@ def test_only_duckdb_memory_errors_count_as_needing_more_memory() -> None:
             raise RuntimeError("Current transaction is aborted (please ROLLBACK)")  # noqa: B904
     except RuntimeError as surfaced:
         assert is_out_of_memory(surfaced)
+    first, second = ValueError("a"), ValueError("b")
+    first.__context__, second.__context__ = second, first
+    assert not is_out_of_memory(first)  # a chain that loops back ends the search
 
 
 def test_a_batch_committed_but_not_marked_lands_once(tmp_path: Path, warehouse_url: str) -> None:

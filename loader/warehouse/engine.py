@@ -96,7 +96,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
     import duckdb
 
     seen: BaseException | None = exc
-    while seen is not None:
+    for _ in range(32):  # a chain can loop back on itself; ours are a few links long
+        if seen is None:
+            break
         if isinstance(seen, duckdb.OutOfMemoryException):
             return True
         # A commit or its checkpoint that ran out reports it in an error of its own kind.
