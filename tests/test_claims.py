@@ -68,9 +68,9 @@ def test_two_landers_take_disjoint_bodies(staging: Staging) -> None:
 
 
 def test_a_claim_stops_at_its_byte_budget(staging: Staging) -> None:
-    """Bodies may be up to 4 MB each: a claim of 25,000 of them would not fit in memory (100 bodies of
-    3.9 MB took flush to 3.6 GB). A claim takes bodies up to a byte budget, and always one; the rest stay
-    free for the next claim, which another lander may take."""
+    """Bodies may be up to 4 MB each: flush's first claim of 3,125 such bodies would be 12.5 GB. A claim
+    takes bodies up to a byte budget, and always one; the rest stay free for the next claim, which
+    another lander may take."""
     now = time.time()
     sizes = [400, 300, 500, 200, 100, 2000, 50]
     staging.append([Incoming("src", f"b{i}", now, None, b"x" * n) for i, n in enumerate(sizes)])
