@@ -16,7 +16,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine, func, or_, select, update
@@ -173,13 +174,21 @@ class ClaimRows:
             raw.commit()
             return result
 
-    def _read(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        """Rows of one read, outside any write lock (a WAL reader never blocks the gateway's commits)."""
+    @contextmanager
+    def _reading(self) -> Iterator[Any]:
+        """A driver connection for reads outside any write lock (a WAL reader never blocks the gateway's
+        commits); its read transaction ends on the way out."""
         with self.engine.connect() as conn:
             raw: Any = conn.connection.driver_connection
-            rows = raw.execute(sql, params).fetchall()  # tuples already (no row factory)
-            raw.rollback()
-            return rows
+            try:
+                yield raw
+            finally:
+                raw.rollback()
+
+    def _read(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Rows of one read (tuples already: no row factory)."""
+        with self._reading() as raw:
+            return raw.execute(sql, params).fetchall()
 
     def claim(self, limit: int, lease_s: float, token: str, max_bytes: int) -> list[tuple[Any, ...]]:
         """Pick the seqs and record the claim under the write lock (index only, quick); read the
@@ -217,14 +226,12 @@ class ClaimRows:
         included). Row by row: a body past the budget is never read."""
         rows: list[tuple[Any, ...]] = []
         size = 0
-        with self.engine.connect() as conn:
-            raw: Any = conn.connection.driver_connection
+        with self._reading() as raw:
             for row in raw.execute(_CLAIMED, {"seqs": json.dumps(seqs)}):
                 rows.append(row)
                 size += len(row[BODY_AT])
                 if size >= max_bytes:
                     break
-            raw.rollback()
         return rows
 
     def mark_landed(self, token: str) -> int:
