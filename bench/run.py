@@ -304,7 +304,7 @@ def bench_landing(work: Path, results: dict[str, Any]) -> list[bytes]:
     from loader.batches import build_batches
     from loader.staging import Incoming
     from loader.staging.sources import load_sources
-    from loader.transform import message_id
+    from loader.transform import event_key, id_of_key, message_id
     from loader.warehouse.engine import make_warehouse_engine
     from loader.warehouse.migrate import upgrade
 
@@ -318,7 +318,12 @@ def bench_landing(work: Path, results: dict[str, Any]) -> list[bytes]:
             staging.append(
                 [
                     Incoming(
-                        added.source.id, message_id(added.source.id, json.loads(b), b), now, "127.0.0.1", b
+                        added.source.id,
+                        id_of_key(key := event_key(added.source.id, json.loads(b), b)),
+                        now,
+                        "127.0.0.1",
+                        b,
+                        key=key,
                     )
                     for b in chunk
                 ]

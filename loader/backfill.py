@@ -18,7 +18,7 @@ from loader.gateway.app import parse_object
 from loader.service import flush, landed_ids, require_source, services
 from loader.settings import Settings
 from loader.staging import QUARANTINED, Incoming, Staging
-from loader.transform import message_id
+from loader.transform import event_key, id_of_key
 
 CHUNK = 5000
 
@@ -63,15 +63,17 @@ def backfill(settings: Settings, path: str, source_name: str, progress: bool = T
                 result.lines += 1
                 body, reason = parse_object(raw)
                 result.quarantined += body is None
+                key = event_key(source.id, body, raw)
                 chunk.append(
                     Incoming(
                         source.id,
-                        message_id(source.id, body, raw),
+                        id_of_key(key),
                         now,
                         None,
                         raw,
                         QUARANTINED if body is None else 0,
                         reason,
+                        key,
                     )
                 )
                 if len(chunk) >= CHUNK:

@@ -25,7 +25,7 @@ from loader.gateway.walsync import WalSync
 from loader.settings import Settings
 from loader.staging import QUARANTINED, Incoming, Staging
 from loader.staging.store import make_staging_engine, sqlite_file
-from loader.transform import message_id
+from loader.transform import event_key, id_of_key
 
 log = logging.getLogger("loader.gateway")
 
@@ -114,14 +114,16 @@ class Gateway:
             return 401, "invalid signature"
         client = scope.get("client")
         body, reason = parse_object(raw)
+        key = event_key(source.id, body, raw)
         record = Incoming(
             source_id=source.id,
-            message_id=message_id(source.id, body, raw),
+            message_id=id_of_key(key),
             received_at=time.time(),
             request_ip=client[0] if client else None,
             body=raw,
             state=QUARANTINED if body is None else 0,
             reason=reason,
+            key=key,
         )
         try:
             await self.committer.submit(record)

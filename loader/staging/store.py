@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, and_, create_engine, delete, event, func, select, update
+from sqlalchemy import Engine, and_, create_engine, delete, event, func, inspect, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -53,6 +53,9 @@ class Incoming:
     body: bytes
     state: int = PENDING
     reason: str | None = None
+    # What staging keeps unique: the name message_id was derived from (loader.transform.event_key);
+    # None: the message id itself (for callers that make up their own ids).
+    key: str | None = None
 
 
 class Staged(NamedTuple):
@@ -75,10 +78,11 @@ def _sqlite_busy(exc: BaseException) -> bool:
 
 
 def _insert_ignoring_duplicates(dialect: str) -> Callable[[], Any]:
-    """INSERT that skips a message id already staged: dialect differences as data."""
+    """INSERT that skips an event already staged: dialect differences as data. No conflict target: the
+    one unique key is event_key, or message_id in a staging file made before it (see tables.staged)."""
     builders: dict[str, Callable[[], Any]] = {
-        "sqlite": lambda: sqlite.insert(staged).on_conflict_do_nothing(index_elements=["message_id"]),
-        "postgresql": lambda: postgresql.insert(staged).on_conflict_do_nothing(index_elements=["message_id"]),
+        "sqlite": lambda: sqlite.insert(staged).on_conflict_do_nothing(),
+        "postgresql": lambda: postgresql.insert(staged).on_conflict_do_nothing(),
     }
     if dialect not in builders:
         raise ValueError(f"staging supports sqlite and postgresql, not {dialect}")
@@ -149,7 +153,17 @@ class Staging:
         self.dialect = self.engine.dialect.name
         self._insert = _insert_ignoring_duplicates(self.dialect)
         self._claims: Claims = CLAIMS[self.dialect](self.engine)
-        keys = ["source_id", "message_id", "received_at", "request_ip", "body", "state", "reason", "replay"]
+        keys = [
+            "source_id",
+            "message_id",
+            "event_key",
+            "received_at",
+            "request_ip",
+            "body",
+            "state",
+            "reason",
+            "replay",
+        ]
         compiled = (
             self._insert().inline().values({k: None for k in keys}).compile(dialect=self.engine.dialect)
         )
@@ -158,8 +172,19 @@ class Staging:
         self._driver_errors: type[Exception] = self.engine.dialect.loaded_dbapi.Error
 
     def create(self) -> None:
-        """Create staging's tables if they are missing."""
+        """Create staging's tables if they are missing; give a staging file made before event_key the
+        column (its UNIQUE(message_id) keeps each event once, as event_key's index would)."""
         metadata.create_all(self.engine)
+        if not self._has_event_key():
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {staged.name} ADD COLUMN event_key TEXT"))
+            except DBAPIError:
+                if not self._has_event_key():  # else another process added it at the same moment
+                    raise
+
+    def _has_event_key(self) -> bool:
+        return "event_key" in {c["name"] for c in inspect(self.engine).get_columns(staged.name)}
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -172,6 +197,7 @@ class Staging:
             {
                 "source_id": r.source_id,
                 "message_id": r.message_id,
+                "event_key": r.key or r.message_id,
                 "received_at": r.received_at,
                 "request_ip": r.request_ip,
                 "body": r.body,

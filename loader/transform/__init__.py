@@ -1,6 +1,16 @@
 """Pure transforms: a Customer.io body into a RudderStack event, an event into warehouse rows."""
 
-from loader.transform.event import Receipt, message_id, to_event, to_track
+from loader.transform.event import Receipt, event_key, id_of_key, message_id, to_event, to_track
 from loader.transform.rows import Discard, Rows, to_rows
 
-__all__ = ["Discard", "Receipt", "Rows", "message_id", "to_event", "to_rows", "to_track"]
+__all__ = [
+    "Discard",
+    "Receipt",
+    "Rows",
+    "event_key",
+    "id_of_key",
+    "message_id",
+    "to_event",
+    "to_rows",
+    "to_track",
+]

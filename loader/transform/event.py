@@ -101,13 +101,24 @@ def event_time(raw: Any) -> datetime | None:
 
 def message_id(source_id: str, body: dict[str, Any] | None, raw: bytes) -> str:
     """Our messageId: the same for every retry of one event, so a retry is the same row."""
+    return id_of_key(event_key(source_id, body, raw))
+
+
+def event_key(source_id: str, body: dict[str, Any] | None, raw: bytes) -> str:
+    """What names one event of a source, the same for every retry: its `event_id` (or `data.event_id`),
+    else the raw body's hash. The message id is derived from it (id_of_key), so staging keeps bodies
+    unique on it: Customer.io's event ids are ULIDs, in time order, so that index grows at its end where
+    one on the random message ids took a page write a body (see loader.staging.tables)."""
     event_id = body.get("event_id") if body else None
     if event_id is None and body:
         event_id = _dict(body.get("data")).get("event_id")
     if isinstance(event_id, str | int) and not isinstance(event_id, bool) and str(event_id):
-        key = f"{source_id}|event|{event_id}"
-    else:
-        key = f"{source_id}|sha256|{hashlib.sha256(raw).hexdigest()}"
+        return f"{source_id}|event|{event_id}"
+    return f"{source_id}|sha256|{hashlib.sha256(raw).hexdigest()}"
+
+
+def id_of_key(key: str) -> str:
+    """The message id of an event_key."""
     return uuid5_text(MESSAGE_ID_NAMESPACE.bytes, key)
 
 
