@@ -7,20 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    Float,
-    Integer,
-    LargeBinary,
-    MetaData,
-    SmallInteger,
-    String,
-    Table,
-    Text,
-    inspect,
-)
+from sqlalchemy import MetaData, Table, inspect
 from starlette.testclient import TestClient
 
 from loader import service
@@ -28,6 +15,7 @@ from loader.backfill import backfill
 from loader.settings import Settings
 from loader.staging import Incoming, Staging
 from loader.staging.store import claim_token
+from loader.staging.tables import staged
 from loader.transform import event_key, id_of_key, message_id
 from tests.conftest import payload, post
 
@@ -84,29 +72,18 @@ def test_staging_keeps_one_body_per_event(staging_url: str) -> None:
 
 
 def old_staged_table() -> Table:
-    """loader_staged as staging files were made before event_key: unique on message_id."""
-    return Table(
-        "loader_staged",
-        MetaData(),
-        Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-        Column("source_id", String(36), nullable=False),
-        Column("message_id", String(36), nullable=False, unique=True),
-        Column("received_at", Float, nullable=False),
-        Column("request_ip", String(64), nullable=True),
-        Column("body", LargeBinary, nullable=False),
-        Column("state", SmallInteger, nullable=False, default=0),
-        Column("reason", Text, nullable=True),
-        Column("replay", Boolean, nullable=False, default=False),
-        Column("claim_token", String(96), nullable=True),
-        Column("claimed_until", Float, nullable=True),
-        Column("landed_at", Float, nullable=True),
-    )
+    """loader_staged as staging files were made before event_key: the same, unique on message_id."""
+    columns = [c._copy() for c in staged.columns if c.name != "event_key"]
+    for column in columns:
+        column.unique = column.name == "message_id"
+    return Table(staged.name, MetaData(), *columns)
 
 
 def test_an_older_staging_file_gets_event_key_and_still_keeps_each_event_once(staging_url: str) -> None:
     store = Staging(staging_url)
     old = old_staged_table()
     old.metadata.create_all(store.engine)
+    assert "event_key" not in {c["name"] for c in inspect(store.engine).get_columns("loader_staged")}
     body = b'{"event_id":"01E4C4C6P79C12J5A6KPE6XNFD","metric":"sent"}'
     with store.engine.begin() as conn:  # staged by the older version: no key
         conn.execute(
