@@ -8,6 +8,7 @@ Claims are leases, so a lander that dies mid-batch loses nothing.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sqlite3
 import time
@@ -56,6 +57,20 @@ class Incoming:
     # What staging keeps unique: the name message_id was derived from (loader.transform.event_key);
     # None: the message id itself (for callers that make up their own ids).
     key: str | None = None
+
+
+# A key longer than this is kept as its hash: the caller chooses the event id, and PostgreSQL's B-tree
+# refuses an entry past ~2.7 KB (a failed group commit is a 503 for every body in it). Customer.io's keys
+# (source id and a ULID) are ~70 characters.
+KEY_MAX_CHARS = 256
+
+
+def stored_key(key: str) -> str:
+    """The event_key as staging keeps it: itself, or past KEY_MAX_CHARS its SHA-256 (a key itself starts
+    with a source id or is a message id, so never with "sha256:")."""
+    if len(key) <= KEY_MAX_CHARS:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Staged(NamedTuple):
@@ -197,7 +212,7 @@ class Staging:
             {
                 "source_id": r.source_id,
                 "message_id": r.message_id,
-                "event_key": r.key or r.message_id,
+                "event_key": stored_key(r.key or r.message_id),
                 "received_at": r.received_at,
                 "request_ip": r.request_ip,
                 "body": r.body,
