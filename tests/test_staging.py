@@ -121,14 +121,22 @@ def test_a_body_backfilled_after_its_webhook_is_staged_once(
         assert len(staged_rows(staging)) == 1
 
 
-def test_an_event_id_of_any_length_is_staged_once(staging_url: str) -> None:
-    """A caller chooses the event id: one too long for an index entry (PostgreSQL's B-tree takes ~2.7 KB)
-    is still staged, and still once."""
+@pytest.mark.parametrize(
+    "event_id",
+    [
+        os.urandom(5_000).hex(),  # past an index entry's limit (PostgreSQL: ~2.7 KB); random, so uncompressed
+        "nul\u0000inside",  # PostgreSQL's text takes no NUL
+        "\u00e9v\u00e9nement-\U0001f600",
+        "line\nbreak",
+    ],
+    ids=["long", "nul", "unicode", "control"],
+)
+def test_any_event_id_a_caller_sends_is_staged_once(staging_url: str, event_id: str) -> None:
+    """A caller chooses the event id: whatever it is, its body is staged, and once."""
     store = Staging(staging_url)
     store.create()
-    long_id = os.urandom(5_000).hex()  # random: an index entry may be compressed
-    body = json.dumps({"event_id": long_id, "metric": "sent"}).encode()
-    retry = json.dumps({"metric": "sent", "event_id": long_id}).encode()
+    body = json.dumps({"event_id": event_id, "metric": "sent"}).encode()
+    retry = json.dumps({"metric": "sent", "event_id": event_id}, ensure_ascii=False).encode()
     store.append([incoming("src", body)])
     store.append([incoming("src", retry), incoming("src", b'{"event_id":"after"}')])
     assert [mid for mid, _ in staged_rows(store)] == [

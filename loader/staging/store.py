@@ -59,16 +59,16 @@ class Incoming:
     key: str | None = None
 
 
-# A key longer than this is kept as its hash: the caller chooses the event id, and PostgreSQL's B-tree
-# refuses an entry past ~2.7 KB (a failed group commit is a 503 for every body in it). Customer.io's keys
-# (source id and a ULID) are ~70 characters.
+# A key longer than this, or with other than printable ASCII, is kept as its hash. The caller chooses the
+# event id, and PostgreSQL refuses an index entry past ~2.7 KB and a NUL in text (a failed group commit is
+# a 503 for every body in it). Customer.io's keys (a source id and a ULID) are ~70 ASCII characters.
 KEY_MAX_CHARS = 256
 
 
 def stored_key(key: str) -> str:
-    """The event_key as staging keeps it: itself, or past KEY_MAX_CHARS its SHA-256 (a key itself starts
-    with a source id or is a message id, so never with "sha256:")."""
-    if len(key) <= KEY_MAX_CHARS:
+    """The event_key as staging keeps it: itself, or its SHA-256 (a key itself starts with a source id
+    or is a message id, so never with "sha256:")."""
+    if len(key) <= KEY_MAX_CHARS and key.isascii() and key.isprintable():
         return key
     return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
