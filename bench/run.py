@@ -323,7 +323,7 @@ def bench_landing(work: Path, results: dict[str, Any]) -> list[bytes]:
                         now,
                         "127.0.0.1",
                         b,
-                        key=key,
+                        event_key=key,
                     )
                     for b in chunk
                 ]

@@ -73,7 +73,7 @@ def backfill(settings: Settings, path: str, source_name: str, progress: bool = T
                         raw,
                         QUARANTINED if body is None else 0,
                         reason,
-                        key,
+                        event_key=key,
                     )
                 )
                 if len(chunk) >= CHUNK:

@@ -37,7 +37,7 @@ def staged_rows(store: Staging) -> list[tuple[str, str | None]]:
 def incoming(source_id: str, body: bytes) -> Incoming:
     """A body as the gateway stages it."""
     key = event_key(source_id, json.loads(body), body)
-    return Incoming(source_id, id_of_key(key), time.time(), None, body, key=key)
+    return Incoming(source_id, id_of_key(key), time.time(), None, body, event_key=key)
 
 
 def test_the_message_id_is_derived_from_the_event_key() -> None:

@@ -123,7 +123,7 @@ class Gateway:
             body=raw,
             state=QUARANTINED if body is None else 0,
             reason=reason,
-            key=key,
+            event_key=key,
         )
         try:
             await self.committer.submit(record)

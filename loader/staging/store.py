@@ -56,7 +56,7 @@ class Incoming:
     reason: str | None = None
     # What staging keeps unique: the name message_id was derived from (loader.transform.event_key);
     # None: the message id itself (for callers that make up their own ids).
-    key: str | None = None
+    event_key: str | None = None
 
 
 # A key longer than this, or with other than printable ASCII, is kept as its hash. The caller chooses the
@@ -212,7 +212,7 @@ class Staging:
             {
                 "source_id": r.source_id,
                 "message_id": r.message_id,
-                "event_key": stored_key(r.key or r.message_id),
+                "event_key": stored_key(r.event_key or r.message_id),
                 "received_at": r.received_at,
                 "request_ip": r.request_ip,
                 "body": r.body,
