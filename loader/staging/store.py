@@ -205,7 +205,7 @@ class Staging:
         self.engine.dispose()
 
     def append(self, records: Sequence[Incoming]) -> None:
-        """Commit bodies in one transaction (group commit). A message id already staged is skipped."""
+        """Commit bodies in one transaction (group commit). An event already staged (event_key) is skipped."""
         if not records:
             return
         rows = [
