@@ -453,8 +453,9 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"{label.ljust(width)}  {shown:>12}  {target}")
     if results.get("dlt_by_format"):
         sizes = results.get("dlt_bodies_by_format", {})
+        most = max(sizes.values(), default=0)
         parts = [
-            f"{fmt} {rate:,}" + (f" (on {sizes[fmt]:,} bodies)" if sizes.get(fmt) != LAND_EVENTS else "")
+            f"{fmt} {rate:,}" + (f" (on {sizes[fmt]:,} bodies)" if sizes.get(fmt, most) < most else "")
             for fmt, rate in results["dlt_by_format"].items()
         ]
         print(f"\ndlt by format, events/s: {' · '.join(parts)}")
