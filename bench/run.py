@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,16 @@ METRICS = ["sent", "delivered", "opened", "clicked", "bounced", "converted"]
 
 def body(i: int, prefix: str = "E") -> bytes:
     return (TEMPLATE % (i // 4, f"{prefix}{i:09d}", METRICS[i % len(METRICS)])).encode()
+
+
+def any_type_body(i: int, prefix: str) -> bytes:
+    """Every event type Customer.io sends, in turn: each batch then writes to every event table."""
+    from loader.catalogue import EVENT_NAMES
+
+    pairs = sorted(EVENT_NAMES)
+    object_type, metric = pairs[i % len(pairs)]
+    raw = TEMPLATE % (i // 4, f"{prefix}{i:09d}", metric)
+    return raw.replace('"object_type":"email"', f'"object_type":"{object_type}"').encode()
 
 
 def free_port() -> int:
@@ -150,7 +161,7 @@ def wrk_rps(wrk: str, port: int, tag: str, seconds: int) -> float:
 
 def start_gateway(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [PY, "-m", "loader", "serve", "--port", str(port)],
+        [PY, "-m", "loader", "serve", "--port", str(port), "--admin-port", "0"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -245,6 +256,12 @@ def bench_http(work: Path, results: dict[str, Any]) -> None:
         results["ack_errors"] = errors + draining[1]
         time.sleep(3)
         results["freshness_p50_s"], results["freshness_p99_s"] = freshness(work / "serve", prefix)
+        every = f"A{random.randrange(10**9)}-"
+        _, errors = steady_rate(gw_port, every, any_type_body)
+        results["ack_errors"] += errors
+        time.sleep(3)
+        fresh = freshness(work / "serve", every)
+        results["freshness_all_types_p50_s"], results["freshness_all_types_p99_s"] = fresh
     finally:
         stop(gateway)
         sampler.stop_flag = True
@@ -252,14 +269,14 @@ def bench_http(work: Path, results: dict[str, Any]) -> None:
     results["peak_rss_mb"] = round(sampler.peak_kb / 1024, 1)
 
 
-def steady_rate(port: int, prefix: str) -> tuple[list[float], int]:
+def steady_rate(port: int, prefix: str, make: Callable[[int, str], bytes] = body) -> tuple[list[float], int]:
     """Latencies of RATE_SECONDS of webhooks at a fixed 1,000 requests/s, and the failed count."""
     lat, _, errors = asyncio.run(
         fixed_rate(
             "127.0.0.1",
             port,
             f"/v1/webhook?writeKey={KEY}",
-            lambda i: body(i, prefix),
+            lambda i: make(i, prefix),
             rate=1000,
             seconds=RATE_SECONDS,
         )
@@ -300,7 +317,12 @@ def freshness(data_dir: Path, prefix: str) -> tuple[float | None, float | None]:
     return round(pct(values, 0.50), 3), round(pct(values, 0.99), 3)
 
 
-def bench_landing(work: Path, results: dict[str, Any]) -> list[bytes]:
+WAREHOUSES = {"": "ducklake:///{dir}/lake.sqlite", "file_": "duckdb:///{dir}/warehouse.duckdb"}
+
+
+def bench_landing(work: Path, results: dict[str, Any], tag: str = "") -> list[bytes]:
+    """Landing into a warehouse (the lake: keys as before; the DuckDB file: keys with `file_`), against
+    DuckDB's own insert of the same final rows, ready as Arrow tables, into the same kind of warehouse."""
     from loader import service
     from loader.batches import build_batches
     from loader.staging import Incoming
@@ -309,7 +331,9 @@ def bench_landing(work: Path, results: dict[str, Any]) -> list[bytes]:
     from loader.warehouse.engine import make_warehouse_engine
     from loader.warehouse.migrate import upgrade
 
-    settings = Settings.from_env({"LOADER_DATA_DIR": str(work / "land")}, env_file=None)
+    land_dir = work / f"land{tag}"
+    env = {"LOADER_DATA_DIR": str(land_dir), "LOADER_WAREHOUSE_URL": WAREHOUSES[tag].format(dir=land_dir)}
+    settings = Settings.from_env(env, env_file=None)
     added = service.source_add(settings, "Land", write_key=KEY)
     bodies = [body(i, "L") for i in range(LAND_EVENTS)]
     with service.services(settings, staging_synchronous="NORMAL") as (staging, warehouse):  # as flush
@@ -336,7 +360,7 @@ def bench_landing(work: Path, results: dict[str, Any]) -> list[bytes]:
         elapsed = time.perf_counter() - started
         lander.close()
         assert landed == LAND_EVENTS, landed
-        results["land_events_per_s"] = round(LAND_EVENTS / elapsed)
+        results[f"land_{tag}events_per_s"] = round(LAND_EVENTS / elapsed)
         results["land_batch_size"] = settings.batch_size
         sources = {s.id: s for s in load_sources(staging)}
     # The ceiling: the same final rows, ready as Arrow tables, bulk-inserted by DuckDB itself.
@@ -347,7 +371,8 @@ def bench_landing(work: Path, results: dict[str, Any]) -> list[bytes]:
         for i, b in enumerate(bodies)
     ]
     batch = build_batches(staged, sources).batches["land"]
-    engine = make_warehouse_engine(f"duckdb:///{work / 'raw.duckdb'}")
+    raw_dir = work / f"raw{tag}"
+    engine = make_warehouse_engine(WAREHOUSES[tag].format(dir=raw_dir))
     upgrade(engine, "land")
     from loader.warehouse.arrow import to_arrow
     from loader.warehouse.tables import column_kinds
@@ -368,8 +393,10 @@ def bench_landing(work: Path, results: dict[str, Any]) -> list[bytes]:
             raw.unregister("_ready")
     elapsed = time.perf_counter() - started
     engine.dispose()
-    results["raw_events_per_s"] = round(LAND_EVENTS / elapsed)
-    results["land_vs_raw"] = round(results["land_events_per_s"] / results["raw_events_per_s"], 3)
+    results[f"raw_{tag}events_per_s"] = round(LAND_EVENTS / elapsed)
+    results[f"land_{tag}vs_raw"] = round(
+        results[f"land_{tag}events_per_s"] / results[f"raw_{tag}events_per_s"], 3
+    )
     return bodies
 
 
@@ -434,13 +461,18 @@ def print_table(results: dict[str, Any]) -> None:
         ("ack p99 at 1,000 req/s, ms", "ack_p99_ms", "target ≤ 10"),
         ("ack p99 at 1,000 req/s while a backlog lands, ms", "ack_p99_draining_ms", ""),
         ("bare route's p50 / p99 at 1,000 req/s (the floor), ms", "bare_ack_ms", ""),
-        ("landing, events/s (staged → rows)", "land_events_per_s", "target ≥ 100,000"),
-        ("DuckDB bulk insert of ready Arrow rows, events/s", "raw_events_per_s", ""),
-        ("landing / raw", "land_vs_raw", "target ≥ 0.3"),
+        ("landing into the lake, events/s (staged → rows)", "land_events_per_s", "target ≥ file's"),
+        ("DuckDB's insert of ready Arrow rows into the lake, events/s", "raw_events_per_s", ""),
+        ("landing / raw (lake)", "land_vs_raw", "target ≥ 0.5"),
+        ("landing into a DuckDB file, events/s", "land_file_events_per_s", ""),
+        ("DuckDB's insert of ready Arrow rows into a file, events/s", "raw_file_events_per_s", ""),
+        ("landing / raw (file)", "land_file_vs_raw", ""),
         ("dlt (best format), events/s", "dlt_events_per_s", ""),
         ("landing / dlt", "land_vs_dlt", "target ≥ 8"),
         ("freshness p50 (200 → visible), s", "freshness_p50_s", ""),
         ("freshness p99, s", "freshness_p99_s", "target ≤ 1"),
+        ("freshness p50, every event type, s", "freshness_all_types_p50_s", ""),
+        ("freshness p99, every event type, s", "freshness_all_types_p99_s", "target ≤ 1"),
         ("peak RSS of loader serve (+lander), MB", "peak_rss_mb", "target ≤ 300"),
     ]
     if results.get("bare_ack_p50_ms") is not None:
@@ -472,10 +504,11 @@ def main() -> int:
             except Exception as exc:  # a benchmark reports what it could not measure; it does not fail
                 results[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
         bodies: list[bytes] = []
-        try:
-            bodies = bench_landing(work, results)
-        except Exception as exc:
-            results["landing_error"] = f"{type(exc).__name__}: {exc}"
+        for tag in WAREHOUSES:
+            try:
+                bodies = bench_landing(work, results, tag)
+            except Exception as exc:
+                results[f"landing_{tag}error"] = f"{type(exc).__name__}: {exc}"
         if bodies:
             try:
                 bench_dlt(work, bodies, results)

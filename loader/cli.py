@@ -85,7 +85,8 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from loader.server import serve
 
-    serve(settings, args.host or settings.host, args.port or settings.port, args.workers)
+    admin_port = settings.admin_port if args.admin_port is None else args.admin_port
+    serve(settings, args.host or settings.host, args.port or settings.port, args.workers, admin_port)
     return 0
 
 
@@ -127,6 +128,13 @@ def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attach_sql(settings: Settings, args: argparse.Namespace) -> int:
+    from loader.warehouse.attach import attach_sql
+
+    sys.stdout.write(attach_sql(settings.warehouse_url, read_only=not args.read_write))
+    return 0
+
+
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     rows = service.status(settings)
     if args.json:
@@ -145,8 +153,9 @@ def _epoch(value: str | None) -> float | None:
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    queued = service.replay(settings, args.source, _epoch(args.since), _epoch(args.until))
-    print(f"queued {queued} archived bod(ies) of {args.source} to land again")
+    queued = service.replay(settings, args.source, _epoch(args.since), _epoch(args.until), args.quarantined)
+    kind = "quarantined" if args.quarantined else "archived"
+    print(f"queued {queued} {kind} bod(ies) of {args.source} to land again")
     if not args.no_flush:
         return cmd_flush(settings, argparse.Namespace(max_wait=args.max_wait))
     return 0
@@ -212,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--admin-port", type=int, help="the dashboard's and /metrics' port (0: none)")
     serve.set_defaults(fn=cmd_serve)
 
     flush = sub.add_parser("flush", help="land everything staged so far, then exit")
@@ -229,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--json", action="store_true")
     query.set_defaults(fn=cmd_query)
 
+    attach = sub.add_parser(
+        "attach-sql", help="DuckDB statements that attach the warehouse as `warehouse` (read-only)"
+    )
+    attach.add_argument("--read-write", action="store_true", help="attach it writable")
+    attach.set_defaults(fn=cmd_attach_sql)
+
     status = sub.add_parser("status", help="per source: backlog, landed, last landing, quarantined, discards")
     status.add_argument("--json", action="store_true")
     status.set_defaults(fn=cmd_status)
@@ -238,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--since", help="ISO time, inclusive (received at)")
     replay.add_argument("--until", help="ISO time, exclusive (received at)")
     replay.add_argument("--no-flush", action="store_true", help="only queue; the running server lands them")
+    replay.add_argument(
+        "--quarantined", action="store_true", help="the bodies set aside instead (after raising a limit)"
+    )
     replay.add_argument("--max-wait", type=float, default=60.0)
     replay.set_defaults(fn=cmd_replay)
 

@@ -141,8 +141,8 @@ class Lander:
         if sources is None:
             sources = self._source_map(claimed)
         while True:
-            self.writer.hold()
             try:
+                self.writer.hold()  # connecting to a lake reads its catalog, under the cap too
                 return self.writer.land_staged(claimed, sources, datetime.now(UTC), parsed)
             except Exception as exc:
                 if not is_out_of_memory(exc):

@@ -12,15 +12,15 @@ import signal
 import threading
 import time
 
-import uvicorn
-
 from loader import child, logs
 from loader.errors import TransientError
-from loader.lander import Backoff, collect_less
+from loader.gateway.processes import GatewayProcesses, listen
+from loader.lander import Backoff, Lander, collect_less
 from loader.metrics import m, prepare_multiprocess
 from loader.service import make_lander, migrate_all, services
 from loader.settings import Settings
 from loader.supervise import Supervised
+from loader.warehouse.maintenance import Maintenance
 
 log = logging.getLogger("loader.lander")
 
@@ -98,6 +98,7 @@ def lander_loop(settings: Settings, stop: threading.Event) -> None:
         )
         backoff = Backoff(first=0.1, cap=5.0)
         next_purge = time.monotonic()
+        maintenance = Maintenance(warehouse, settings.lake_maintenance_s, settings.lake_keep_s)
         while not stop.is_set() and os.getppid() == parent:
             try:
                 result = lander.run_once()
@@ -124,9 +125,20 @@ def lander_loop(settings: Settings, stop: threading.Event) -> None:
             if settings.archive_retention_days > 0 and time.monotonic() >= next_purge:
                 staging.purge_archive(settings.archive_retention_days * 86400.0)
                 next_purge = time.monotonic() + ARCHIVE_PURGE_EVERY_S
+            if maintenance.due():
+                maintain(maintenance, lander)
             if not result.full:
                 stop.wait(rest_after(result.millis / 1000, settings.flush_interval_s))
         lander.close()
+
+
+def maintain(maintenance: Maintenance, lander: Lander) -> None:
+    """Lake maintenance between batches; a failure is logged and tried again at its next turn."""
+    try:
+        maintenance.run(lander.writer)
+    except Exception as exc:
+        m().lander_errors.labels("maintenance").inc()
+        log.warning("lake maintenance failed (%s: %s); trying again later", type(exc).__name__, exc)
 
 
 # After a batch that emptied the queue, the lander rests REST_RATIO times as long as the batch took (at
@@ -144,30 +156,36 @@ def rest_after(batch_s: float, flush_interval_s: float) -> float:
     return max(flush_interval_s, min(REST_RATIO * batch_s, REST_MAX_S))
 
 
-def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
-    """Start the lander (which migrates first; started again if it exits), serve HTTP until
-    interrupted, stop the lander cleanly."""
+def serve(settings: Settings, host: str, port: int, workers: int = 1, admin_port: int | None = None) -> None:
+    """Hold the listening sockets, start the lander (which migrates first) and the gateway processes,
+    and keep them running: SIGHUP replaces both with the code installed now, without refusing a
+    connection; SIGTERM or SIGINT stops them after what is in flight."""
     logs.setup(settings.log_json)
     prepare_multiprocess(settings.data_dir / "metrics")
+    sockets = [listen(host, port)]
+    if admin_port:
+        sockets.append(listen(settings.admin_host, admin_port))
+    stop, reload = threading.Event(), threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
     lander = Supervised("loader.server:lander_main", settings, "lander")
     lander.start()
+    gateways = GatewayProcesses(settings, sockets, workers, admin_port)
     try:
-        from loader.gateway.protocol import HeaderDeadlineProtocol
-
-        config = dict(
-            host=host,
-            port=port,
-            access_log=False,  # ours (loader.access) never prints the query string, which holds the key
-            log_config=None,
-            timeout_keep_alive=5,
-            http=HeaderDeadlineProtocol,
-            limit_concurrency=4096,  # past this, new requests get 503 (Customer.io retries them)
+        gateways.start()
+        admin = (
+            f"; dashboard and /metrics on http://{settings.admin_host}:{admin_port}/" if admin_port else ""
         )
-        if workers > 1:
-            uvicorn.run("loader.gateway.asgi:app", workers=workers, **config)  # type: ignore[arg-type]
-        else:
-            from loader.gateway.app import create_app
-
-            uvicorn.run(create_app(settings), **config)  # type: ignore[arg-type]
+        log.info("serving webhooks on http://%s:%d/v1/webhook%s", host, port, admin if admin_port else "")
+        while not stop.wait(0.2):
+            if reload.is_set():
+                reload.clear()
+                if gateways.reload():
+                    lander.restart()
+            gateways.check()
     finally:
+        gateways.stop()
         lander.stop()
+        for sock in sockets:
+            sock.close()

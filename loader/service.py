@@ -240,11 +240,15 @@ def _count_discards(warehouse: Engine, schema: str) -> int | None:
         return None
 
 
-def replay(settings: Settings, source_name: str, since: float | None, until: float | None) -> int:
-    """Queue a source's archived bodies (optionally a time range) to land again through today's transform."""
+def replay(
+    settings: Settings, source_name: str, since: float | None, until: float | None, quarantined: bool = False
+) -> int:
+    """Queue a source's archived bodies (optionally a time range) to land again through today's
+    transform; with `quarantined`, the bodies it set aside instead (any that still do not parse are set
+    aside again)."""
     with services(settings) as (staging, _):
         source = find_source(staging, source_name)
-        return staging.mark_for_replay(source.id, since, until)
+        return staging.mark_for_replay(source.id, since, until, quarantined)
 
 
 def require_source(staging: Staging, name: str) -> Source:

@@ -36,7 +36,10 @@ class Settings:
     staging_url: str = field(repr=False)
     host: str = "127.0.0.1"
     port: int = 8080
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8081
     max_body_bytes: int = 4_096_000
+    max_kept_body_bytes: int = 32_000_000
     signature_max_age_s: int = 0
     body_timeout_s: float = 30.0
     batch_size: int = 25000
@@ -44,6 +47,8 @@ class Settings:
     claim_lease_s: float = 60.0
     archive_retention_days: int = 0
     log_json: bool = False
+    lake_maintenance_s: float = 30.0
+    lake_keep_s: float = 600.0
 
     def __repr__(self) -> str:
         return (
@@ -70,11 +75,14 @@ class Settings:
         data_dir = Path(env.get("LOADER_DATA_DIR", "./data")).expanduser().resolve()
         return cls(
             data_dir=data_dir,
-            warehouse_url=env.get("LOADER_WAREHOUSE_URL") or f"duckdb:///{data_dir / 'warehouse.duckdb'}",
+            warehouse_url=env.get("LOADER_WAREHOUSE_URL") or default_warehouse_url(data_dir),
             staging_url=env.get("LOADER_STAGING_URL") or f"sqlite:///{data_dir / 'staging.sqlite3'}",
             host=env.get("LOADER_HOST", "127.0.0.1"),
             port=_int(env, "LOADER_PORT", 8080, low=1, high=65535),
+            admin_host=env.get("LOADER_ADMIN_HOST", "127.0.0.1"),
+            admin_port=_int(env, "LOADER_ADMIN_PORT", 8081, low=0, high=65535),
             max_body_bytes=_int(env, "LOADER_MAX_BODY_BYTES", 4_096_000, low=1),
+            max_kept_body_bytes=_int(env, "LOADER_MAX_KEPT_BODY_BYTES", 32_000_000, low=1),
             signature_max_age_s=_int(env, "LOADER_SIGNATURE_MAX_AGE_S", 0, low=0),
             body_timeout_s=_positive(env, "LOADER_BODY_TIMEOUT_S", 30.0),
             batch_size=_int(env, "LOADER_BATCH_SIZE", 25000, low=1),
@@ -82,11 +90,31 @@ class Settings:
             claim_lease_s=_positive(env, "LOADER_CLAIM_LEASE_S", 60.0),
             archive_retention_days=_retention_days(env),
             log_json=env.get("LOADER_LOG_JSON", "").lower() in ("1", "true", "yes"),
+            lake_maintenance_s=_positive(env, "LOADER_LAKE_MAINTENANCE_S", 30.0),
+            lake_keep_s=_positive(env, "LOADER_LAKE_KEEP_S", 600.0),
         )
+
+    def __post_init__(self) -> None:
+        if self.max_kept_body_bytes < self.max_body_bytes:
+            raise ConfigError(
+                "LOADER_MAX_KEPT_BODY_BYTES (the hard ceiling, answered 413) must be at least "
+                "LOADER_MAX_BODY_BYTES (larger bodies are kept in quarantine), got "
+                f"{self.max_kept_body_bytes} < {self.max_body_bytes}"
+            )
 
     def ensure_data_dir(self) -> None:
         """Create the data folder that the embedded defaults live in."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+def default_warehouse_url(data_dir: Path) -> str:
+    """The embedded default: a DuckLake in the data folder (catalog `lake.sqlite`, files `lake.files/`).
+    A data folder that holds only the DuckDB file of an older version keeps it, so an upgrade loses
+    nothing; the README says how to move it to the lake."""
+    old = data_dir / "warehouse.duckdb"
+    if old.exists() and not (data_dir / "lake.sqlite").exists():
+        return f"duckdb:///{old}"
+    return f"ducklake:///{data_dir / 'lake.sqlite'}"
 
 
 def _number(env: dict[str, str], name: str, default: T, kind: Callable[[str], T], what: str) -> T:

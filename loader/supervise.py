@@ -56,6 +56,12 @@ class Supervised:
         if self._watcher is not None:
             self._watcher.join()
 
+    def restart(self) -> None:
+        """Stop the child (after its batch) and start a new one, from the code installed now."""
+        self.stop()
+        self._stopping.clear()
+        self.start()
+
     def _watch(self) -> None:
         backoff = Backoff(first=0.5, cap=10.0)
         while True:

@@ -14,6 +14,7 @@ if connection is None or schema is None or not is_safe(schema):
 context.configure(
     connection=connection,
     version_table_schema=schema,
+    version_table_pk=config.attributes.get("version_table_pk", True),
     transactional_ddl=True,
 )
 with context.begin_transaction():

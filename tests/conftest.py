@@ -21,6 +21,8 @@ from loader.settings import Settings
 FIXTURES = Path(__file__).parent / "fixtures"
 PG_ADMIN_URL = os.environ.get("LOADER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 WRITE_KEY = "test-write-key-0001"
+ADMIN_PORT = 8081
+ADMIN = f"http://testserver:{ADMIN_PORT}"  # a TestClient URL on the admin listener (dashboard, /metrics)
 
 
 def load_cases() -> list[dict[str, Any]]:
@@ -47,9 +49,11 @@ def pg_url() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["duckdb", "postgresql"])
+@pytest.fixture(params=["ducklake", "duckdb", "postgresql"])
 def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The same test on a DuckDB file and on a fresh PostgreSQL database."""
+    """The same test on a DuckLake (SQLite catalog), a DuckDB file and a fresh PostgreSQL database."""
+    if request.param == "ducklake":
+        return f"ducklake:///{tmp_path / 'lake.sqlite'}"
     if request.param == "duckdb":
         return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
     return str(request.getfixturevalue("pg_url"))
@@ -78,7 +82,8 @@ def source(settings: Settings) -> service.Added:
 
 @pytest.fixture
 def client(settings: Settings, source: service.Added) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), client=("203.0.113.7", 50000)) as test_client:
+    app = create_app(settings, admin_port=ADMIN_PORT)
+    with TestClient(app, client=("203.0.113.7", 50000)) as test_client:
         yield test_client
 
 

@@ -53,12 +53,24 @@ class Server:
     """`loader serve` in a child process; stop() is a clean shutdown, kill() a kill -9."""
 
     def __init__(self, env: dict[str, str], log_path: Path, workers: int = 1) -> None:
-        self.port = free_port()
+        self.port, self.admin_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"  # the dashboard and /metrics
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "loader", "serve", "--port", str(self.port), "--workers", str(workers)],
+            [
+                sys.executable,
+                "-m",
+                "loader",
+                "serve",
+                "--port",
+                str(self.port),
+                "--admin-port",
+                str(self.admin_port),
+                "--workers",
+                str(workers),
+            ],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -92,6 +104,22 @@ class Server:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
         self._log.close()
+
+    def children(self, role: str) -> list[int]:
+        """Live child processes of serve whose command line names `role` ("lander_main", "worker")."""
+        found = []
+        for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):
+            try:
+                pids = [int(p) for p in (task / "children").read_text().split()]
+            except FileNotFoundError:  # the thread ended meanwhile
+                continue
+            for pid in pids:
+                try:
+                    if role in Path(f"/proc/{pid}/cmdline").read_text() and alive(pid):
+                        found.append(pid)
+                except FileNotFoundError:
+                    pass
+        return found
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")

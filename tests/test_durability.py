@@ -119,7 +119,10 @@ def test_postgres_warehouse_outage(tmp_path: Path, pg_url: str) -> None:
 
 
 def test_duckdb_reader_delays_landing_but_loses_nothing(tmp_path: Path) -> None:
-    env = loader_env(tmp_path / "data")
+    """The single DuckDB file, still offered: a reader holding it pauses landing (the lake does not)."""
+    env = loader_env(
+        tmp_path / "data", LOADER_WAREHOUSE_URL=f"duckdb:///{tmp_path / 'data' / 'warehouse.duckdb'}"
+    )
     cli(env, "source", "add", "Readers", "--write-key", KEY)
     server = Server(env, tmp_path / "serve.log")
     bodies = [json.dumps(e).encode() for e in events(300, seed=9)]

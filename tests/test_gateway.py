@@ -12,11 +12,12 @@ import pytest
 from starlette.testclient import TestClient
 
 from loader import service
+from loader.errors import ConfigError
 from loader.gateway import committer
 from loader.gateway.app import create_app
 from loader.settings import Settings
 from loader.staging import LANDED, PENDING, QUARANTINED, Staging
-from tests.conftest import WRITE_KEY, make_settings, payload, post
+from tests.conftest import WRITE_KEY, make_settings, payload, post, rows
 
 
 @pytest.fixture
@@ -65,27 +66,40 @@ def test_bad_basic_auth_is_no_key(client: TestClient) -> None:
 @pytest.mark.parametrize(
     "raw", [b"not json", b"[1,2]", b'"text"', b"42", b"", b'{"a":1}{"b":2}', b"\xff\xfe", b"[" * 5000]
 )
-def test_not_one_json_object_is_400_and_quarantined(
+def test_not_one_json_object_is_200_and_quarantined(
     client: TestClient, settings: Settings, raw: bytes
 ) -> None:
+    """A 4xx would make Customer.io retry the same bytes for 7 days, holding back the stream."""
     response = post(client, raw)
-    assert (response.status_code, response.text) == (400, "invalid json")
+    assert (response.status_code, response.text) == (200, "OK")
     assert staged_states(settings) == {QUARANTINED: 1}
     staging = Staging(settings.staging_url)
     kept = staging.quarantined()
     staging.dispose()
-    assert kept[0]["body"] == raw and kept[0]["reason"].startswith("invalid json")
+    reason = "not UTF-8" if raw == b"\xff\xfe" else "invalid json"
+    assert kept[0]["body"] == raw and kept[0]["reason"].startswith(reason)
 
 
-def test_body_over_the_limit_is_413(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, LOADER_MAX_BODY_BYTES="1000")
+def test_a_body_over_the_limit_is_kept_and_one_over_the_ceiling_is_413(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, LOADER_MAX_BODY_BYTES="1000", LOADER_MAX_KEPT_BODY_BYTES="5000")
     service.source_add(settings, "Small", write_key=WRITE_KEY)
+    big = json.dumps({"event_id": "big", "data": {"content": "x" * 2000}}).encode()
     with TestClient(create_app(settings)) as client:
-        big = json.dumps({"data": {"content": "x" * 2000}}).encode()
-        response = post(client, big)
+        assert (post(client, big).status_code, post(client, big).text) == (200, "OK")  # a retry: kept once
+        huge = json.dumps({"data": {"content": "x" * 6000}}).encode()
+        response = post(client, huge)
         assert (response.status_code, response.text) == (413, "request size exceeds max limit")
         assert post(client, b'{"event_id":"small"}').status_code == 200
-    assert staged_states(settings) == {PENDING: 1}
+    assert staged_states(settings) == {PENDING: 1, QUARANTINED: 1}
+    staging = Staging(settings.staging_url)
+    [kept] = staging.quarantined()
+    staging.dispose()
+    assert kept["body"] == big and "over LOADER_MAX_BODY_BYTES" in kept["reason"]
+
+
+def test_the_kept_ceiling_below_the_body_limit_is_refused_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="LOADER_MAX_KEPT_BODY_BYTES"):
+        make_settings(tmp_path, LOADER_MAX_BODY_BYTES="1000", LOADER_MAX_KEPT_BODY_BYTES="999")
 
 
 def test_retry_is_staged_once(client: TestClient, settings: Settings) -> None:
@@ -230,3 +244,17 @@ def test_the_write_key_is_read_from_the_query_as_starlette_reads_it(query: str) 
 
     scope = {"type": "http", "query_string": query.encode("latin-1"), "headers": []}
     assert write_key_from(scope) == (QueryParams(query).get("writeKey") or None)
+
+
+def test_a_quarantined_body_lands_once_replayed_after_the_limit_is_raised(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, LOADER_MAX_BODY_BYTES="1000")
+    service.source_add(settings, "Raised", write_key=WRITE_KEY)
+    big = {"event_id": "big-1", "object_type": "email", "metric": "sent", "data": {"content": "x" * 2000}}
+    with TestClient(create_app(settings)) as client:
+        assert post(client, big).status_code == 200
+        assert post(client, b"{broken").status_code == 200
+    raised = make_settings(tmp_path, LOADER_MAX_BODY_BYTES="4096000")
+    assert service.replay(raised, "Raised", None, None, quarantined=True) == 2
+    service.flush(raised)
+    assert rows(raised, "SELECT event_id FROM raised.email_sent") == [{"event_id": "big-1"}]
+    assert staged_states(raised) == {LANDED: 1, QUARANTINED: 1}  # the broken one is set aside again

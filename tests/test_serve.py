@@ -1,6 +1,5 @@
 """`loader serve` as a newcomer runs it: real processes, real HTTP on loopback, the CLI to check."""
 
-import contextlib
 import json
 import os
 import random
@@ -88,15 +87,6 @@ def test_events_are_queryable_while_serving(env: dict[str, str], tmp_path: Path)
         server.stop()
 
 
-def _children(pid: int) -> list[int]:
-    """Children of every thread of the process (Linux lists them per thread)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(FileNotFoundError):  # the thread ended meanwhile
-            found += [int(p) for p in (task / "children").read_text().split()]
-    return found
-
-
 def _wait_for(what: str, check: Any, timeout_s: float = 20.0) -> Any:
     deadline = time.monotonic() + timeout_s
     while not (found := check()):
@@ -111,9 +101,9 @@ def test_a_lander_that_dies_is_started_again(env: dict[str, str], tmp_path: Path
     cli(env, "source", "add", "Phoenix", "--write-key", "K-phoenix-01")
     server = Server(env, tmp_path / "serve.log")
     try:
-        [first] = _wait_for("the lander", lambda: _children(server.proc.pid))
+        [first] = _wait_for("the lander", lambda: server.children("lander_main"))
         os.kill(first, signal.SIGKILL)
-        _wait_for("a new lander", lambda: [p for p in _children(server.proc.pid) if p != first and alive(p)])
+        _wait_for("a new lander", lambda: [p for p in server.children("lander_main") if p != first])
         with httpx2.Client(base_url=server.url, params={"writeKey": "K-phoenix-01"}) as client:
             for raw in [json.dumps(e).encode() for e in events(20, seed=9)]:
                 assert client.post("/v1/webhook", content=raw).status_code == 200
@@ -121,7 +111,7 @@ def test_a_lander_that_dies_is_started_again(env: dict[str, str], tmp_path: Path
                 "the events to land",
                 lambda: query_json(env, "SELECT count(*) AS n FROM phoenix.tracks")[0]["n"] == 20,
             )
-            metrics = client.get("/metrics").text
+            metrics = httpx2.get(server.admin_url + "/metrics").text
         assert 'loader_restarts_total{process="lander"} 1.0' in metrics
     finally:
         server.stop()
@@ -134,7 +124,7 @@ def test_the_lander_ends_with_the_server(tmp_path: Path, how: str) -> None:
     env = loader_env(tmp_path / "data")
     server = Server(env, tmp_path / "serve.log")
     deadline = time.monotonic() + 10
-    while not (landers := _children(server.proc.pid)) and time.monotonic() < deadline:
+    while not (landers := server.children("lander_main")) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert landers, "serve started no lander"
     server.stop() if how == "stop" else server.kill()

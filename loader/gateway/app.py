@@ -40,23 +40,28 @@ class BodyTooLarge(Exception):
     pass
 
 
-async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
-    """The body, refused as soon as it passes `limit` bytes (never read whole into memory)."""
+async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes | bytearray:
+    """The body, refused as soon as it passes `limit` bytes (never read whole into memory). A body in
+    several chunks is gathered in one buffer, so it is held whole only once."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
+    gathered: bytearray | None = None
     while True:
         message = await receive()
         if message["type"] != "http.request":
             raise ClientDisconnect
         chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
+        if gathered is None and not message.get("more_body", False):
+            if len(chunk) > limit:
+                raise BodyTooLarge
+            return chunk
+        if gathered is None:
+            gathered = bytearray()
+        if len(gathered) + len(chunk) > limit:
             raise BodyTooLarge
+        gathered += chunk
         if not message.get("more_body", False):
-            return b"".join((*chunks, chunk)) if chunks else chunk
-        chunks.append(chunk)
+            return gathered
 
 
 def body_arrived(receive: Receive) -> bool:
@@ -94,10 +99,10 @@ class Gateway:
         try:
             declared = header_value(scope, b"content-length")
             if body_arrived(receive):
-                raw = await read_body(receive, declared, self.settings.max_body_bytes)
+                raw = await read_body(receive, declared, self.settings.max_kept_body_bytes)
             else:
                 async with asyncio.timeout(self.settings.body_timeout_s):
-                    raw = await read_body(receive, declared, self.settings.max_body_bytes)
+                    raw = await read_body(receive, declared, self.settings.max_kept_body_bytes)
         except BodyTooLarge:
             return 413, "request size exceeds max limit"
         except TimeoutError:
@@ -113,7 +118,7 @@ class Gateway:
         ):
             return 401, "invalid signature"
         client = scope.get("client")
-        body, reason = parse_object(raw)
+        body, reason = parse_object(raw, self.settings.max_body_bytes)
         key = event_key(source.id, body, raw)
         record = Incoming(
             source_id=source.id,
@@ -129,8 +134,8 @@ class Gateway:
             await self.committer.submit(record)
         except Exception:
             return 503, "staging unavailable, retry later"
-        if body is None:
-            return 400, "invalid json"
+        # A body kept in quarantine is answered 200 too: any other answer makes Customer.io retry the
+        # same bytes for 7 days while holding back every later event of the webhook.
         return 200, "OK"
 
     async def webhook_routed(self, request: Request) -> Response:
@@ -139,13 +144,17 @@ class Gateway:
         return PlainTextResponse(text, status_code=status)
 
     async def health(self, request: Request) -> Response:
+        reason = None
         try:
             await asyncio.to_thread(self.staging.pending_count)
-            ok = await self.committer.accepting()
-        except Exception:
-            ok = False
-        payload = {"status": "ok" if ok else "unavailable", "sources": self.sources.count}
-        return JSONResponse(payload, status_code=200 if ok else 503)
+            if not await self.committer.accepting():
+                reason = "staging's last fsync failed; not acknowledging until it is safe again"
+        except Exception as exc:
+            reason = f"staging cannot be read ({type(exc).__name__})"
+        payload: dict[str, Any] = {"status": "unavailable" if reason else "ok", "sources": self.sources.count}
+        if reason:
+            payload["reason"] = reason
+        return JSONResponse(payload, status_code=503 if reason else 200)
 
     async def metrics(self, request: Request) -> Response:
         from loader.metrics import render
@@ -171,39 +180,78 @@ class Gateway:
             await self.committer.stop()
 
 
-def parse_object(raw: bytes) -> tuple[dict | None, str | None]:
-    """(the JSON object, None), or (None, why not) for anything that is not exactly one JSON object."""
+def parse_object(raw: bytes | bytearray, limit: int | None = None) -> tuple[dict | None, str | None]:
+    """(the JSON object, None), or (None, why not) for anything that is not exactly one JSON object
+    of at most `limit` bytes."""
+    if limit is not None and len(raw) > limit:
+        return None, f"body of {len(raw)} bytes, over LOADER_MAX_BODY_BYTES ({limit})"
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if not _is_utf8(raw):
+            return None, "not UTF-8"
         return None, f"invalid json: {str(exc)[:200]}"
     if not isinstance(body, dict):
         return None, f"invalid json: a {type(body).__name__}, not an object"
     return body, None
 
 
+def _is_utf8(raw: bytes | bytearray) -> bool:
+    try:
+        bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+# Served only on the admin listener: campaign figures and source names are not for the internet.
+ADMIN_PATHS = frozenset({"/", "/metrics"})
+
+
 class GatewayApp:
     """The ASGI app: POST /v1/webhook goes straight to its handler (the hot path skips Starlette's
-    routing, middleware and response objects); everything else, lifespan included, goes to `app`."""
+    routing, middleware and response objects); everything else, lifespan included, goes to `app`.
+    The dashboard and /metrics answer only on `admin_port` (None: nowhere); the webhook, not there."""
 
-    def __init__(self, app: ASGIApp, gateway: Gateway, state: Any) -> None:
+    def __init__(self, app: ASGIApp, gateway: Gateway, state: Any, admin_port: int | None = None) -> None:
         self.app = app
         self.gateway = gateway
         self.state = state
+        self.admin_port = admin_port
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/v1/webhook" and scope["method"] == "POST":
-            started = time.perf_counter()
-            status = 500
-            try:
-                status, body = await self.gateway.webhook(scope, receive)
-                start, end = _plain_text(status, body)
-                await send(start)
-                await send(end)
-            finally:
-                access_log(scope, status, started)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        admin = self.admin_port is not None and (scope.get("server") or (None, None))[1] == self.admin_port
+        path = scope["path"]
+        if path == "/v1/webhook" and scope["method"] == "POST" and not admin:
+            await self._webhook(scope, receive, send)
+        elif (path in ADMIN_PATHS) != admin and path != "/health":
+            await _answer(send, 404, "Not Found")
         else:
             await self.app(scope, receive, send)
+
+    async def _webhook(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        status = 503
+        try:
+            try:
+                status, body = await self.gateway.webhook(scope, receive)
+            except Exception:
+                # Trouble of our own: 503, which Customer.io retries with its normal backoff (after a
+                # 500 it would wait an hour, holding back the stream).
+                log.exception("webhook failed")
+                status, body = 503, "unavailable, retry later"
+            await _answer(send, status, body)
+        finally:
+            access_log(scope, status, started)
+
+
+async def _answer(send: Send, status: int, text: str) -> None:
+    start, end = _plain_text(status, text)
+    await send(start)
+    await send(end)
 
 
 @functools.lru_cache(maxsize=64)
@@ -222,8 +270,9 @@ def _plain_text(status: int, text: str) -> tuple[Message, Message]:
     )
 
 
-def create_app(settings: Settings, staging: Staging | None = None) -> ASGIApp:
-    """The ASGI app; staging is created from settings unless given."""
+def create_app(settings: Settings, staging: Staging | None = None, admin_port: int | None = None) -> ASGIApp:
+    """The ASGI app; staging is created from settings unless given. The dashboard and /metrics are
+    served to requests that arrive on `admin_port` only."""
     wal_sync = None
     if staging is None:
         # Tables first, waiting for the lock like any other process (the lander, or other workers, may be
@@ -256,6 +305,13 @@ def create_app(settings: Settings, staging: Staging | None = None) -> ASGIApp:
             Route("/", gateway.dashboard, methods=["GET"]),
         ],
         lifespan=gateway.lifespan,
+        exception_handlers={Exception: unavailable},
     )
     app.state.gateway = gateway
-    return GatewayApp(AccessLog(app), gateway, app.state)
+    return GatewayApp(AccessLog(app), gateway, app.state, admin_port)
+
+
+async def unavailable(request: Request, exc: Exception) -> Response:
+    """Any failure of ours is a 503 (Customer.io retries it normally), never a 500."""
+    log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+    return PlainTextResponse("unavailable, retry later", status_code=503)

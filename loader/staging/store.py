@@ -45,13 +45,14 @@ class StagingBusy(TransientError):
 
 @dataclass(frozen=True)
 class Incoming:
-    """A body the gateway accepted (or quarantined), ready to append."""
+    """A body the gateway accepted (or quarantined), ready to append (a large one in the buffer it was
+    read into, never copied)."""
 
     source_id: str
     message_id: str
     received_at: float
     request_ip: str | None
-    body: bytes
+    body: bytes | bytearray
     state: int = PENDING
     reason: str | None = None
     # What staging keeps unique: the name message_id was derived from (loader.transform.event_key);
@@ -329,9 +330,12 @@ class Staging:
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(stmt)]
 
-    def mark_for_replay(self, source_id: str, since: float | None, until: float | None) -> int:
-        """Put archived bodies of a source (in a time range) back in the queue, to land again."""
-        cond = [staged.c.source_id == source_id, staged.c.state == LANDED]
+    def mark_for_replay(
+        self, source_id: str, since: float | None, until: float | None, quarantined: bool = False
+    ) -> int:
+        """Put archived bodies of a source (in a time range) back in the queue, to land again; or, with
+        `quarantined`, the bodies it set aside (after a fix: a raised body limit, a newer transform)."""
+        cond = [staged.c.source_id == source_id, staged.c.state == (QUARANTINED if quarantined else LANDED)]
         if since is not None:
             cond.append(staged.c.received_at >= since)
         if until is not None:

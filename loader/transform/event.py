@@ -104,7 +104,7 @@ def message_id(source_id: str, body: dict[str, Any] | None, raw: bytes) -> str:
     return id_of_key(event_key(source_id, body, raw))
 
 
-def event_key(source_id: str, body: dict[str, Any] | None, raw: bytes) -> str:
+def event_key(source_id: str, body: dict[str, Any] | None, raw: bytes | bytearray) -> str:
     """What names one event of a source, the same for every retry: its `event_id` (or `data.event_id`),
     else the raw body's hash. The message id is derived from it (id_of_key), so staging keeps bodies
     unique on it: Customer.io's event ids are ULIDs, in time order, so that index grows at its end where

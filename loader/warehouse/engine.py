@@ -10,10 +10,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
 from loader.errors import WarehouseBusy
+from loader.warehouse import lake
 from loader.warehouse.turns import Turns
 
 T = TypeVar("T")
@@ -68,18 +69,25 @@ def make_warehouse_engine(
     `duckdb_threads` caps DuckDB's worker threads (default: one per core), `duckdb_memory_mb` its
     buffer pool at first (default: DuckDB's, 80% of memory; see MemoryCap, WRITER_MEMORY_MB)."""
     parsed = make_url(url)
+    if parsed.get_backend_name() == lake.BACKEND:
+        return _duckdb_engine(parsed, {"lake_read_only": read_only}, duckdb_threads, duckdb_memory_mb)
     if parsed.get_backend_name() == "duckdb":
         if parsed.database and parsed.database != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
         args: dict[str, object] = {"read_only": True} if read_only else {}
-        if duckdb_threads is not None:
-            args["config"] = {"threads": duckdb_threads}
-        engine = create_engine(url, poolclass=NullPool, connect_args=args)
-        if duckdb_memory_mb is not None:
-            cap = _CAPS[engine] = MemoryCap(duckdb_memory_mb)
-            event.listen(engine, "do_connect", cap.give)
-        return engine
+        return _duckdb_engine(parsed, args, duckdb_threads, duckdb_memory_mb)
     return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+
+
+def _duckdb_engine(url: URL, args: dict[str, object], threads: int | None, memory_mb: int | None) -> Engine:
+    """A DuckDB (or DuckLake) engine that never pools: each use opens the database and lets it go."""
+    if threads is not None:
+        args["config"] = {"threads": threads}
+    engine = create_engine(url, poolclass=NullPool, connect_args=args)
+    if memory_mb is not None:
+        cap = _CAPS[engine] = MemoryCap(memory_mb)
+        event.listen(engine, "do_connect", cap.give)
+    return engine
 
 
 def more_memory(engine: Engine) -> int | None:
@@ -114,6 +122,8 @@ def reserved_schemas(url: str) -> set[str]:
     """Schema names a warehouse refuses or resolves ambiguously: DuckDB's catalogs (the file's own name,
     `system`, `temp`) and system schemas; PostgreSQL's `pg_*` and `information_schema`."""
     parsed = make_url(url)
+    if parsed.get_backend_name() == lake.BACKEND:
+        return {"system", "temp", "information_schema", "pg_catalog", "memory", lake.ALIAS}
     if parsed.get_backend_name() == "duckdb":
         stem = os.path.splitext(os.path.basename(parsed.database or ""))[0].lower()
         return {"system", "temp", "information_schema", "pg_catalog", "memory", stem} - {""}

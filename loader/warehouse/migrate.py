@@ -10,6 +10,7 @@ from sqlalchemy import Engine, text
 
 from loader.naming import is_safe, quote
 from loader.resources import project_dir
+from loader.warehouse import lake
 from loader.warehouse.engine import retry_busy
 from loader.warehouse.turns import Turns
 
@@ -44,6 +45,8 @@ def upgrade(engine: Engine, schema: str, revision: str = "head") -> None:
             conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}"))
             cfg.attributes["connection"] = conn
             cfg.attributes["schema"] = schema
+            # DuckLake has no PRIMARY KEY constraints, Alembic's version table its only one.
+            cfg.attributes["version_table_pk"] = not lake.is_lake(engine.url)
             command.upgrade(cfg, revision)
 
     retry_busy(run, timeout_s=30.0, turns=Turns.of(engine.url))

@@ -427,5 +427,8 @@ WRITERS: dict[str, type[Writer]] = {w.dialect: w for w in (DuckDBSqlWriter, Post
 
 
 def writer_for(engine: Engine, threads: int | None = None) -> Writer:
-    """The writer for an engine's dialect, or the plain SQLAlchemy one."""
-    return WRITERS.get(engine.dialect.name, Writer)(engine, threads)
+    """The writer for an engine's backend, or the plain SQLAlchemy one."""
+    from loader.warehouse.lake_writer import LakeWriter  # it builds on DuckDBSqlWriter
+
+    writers = {**WRITERS, LakeWriter.dialect: LakeWriter}
+    return writers.get(engine.url.get_backend_name(), Writer)(engine, threads)

@@ -1,0 +1,241 @@
+"""DuckLake warehouses: a catalog in SQLite (one host) or PostgreSQL (many hosts) plus Parquet files, which
+any number of DuckDB processes read and write at once, so analysts' sessions never pause landing.
+
+A lake is reached through a SQLAlchemy dialect built on duckdb_engine's: each connection is an in-memory
+DuckDB with the lake attached as `warehouse` and in use, so Alembic, the writers and queries speak plain
+DuckDB to it. The extensions are LOADed from installed packages by path (DuckDB checks their signatures);
+nothing is downloaded at run time.
+
+URL forms:
+  ducklake:///<catalog>.sqlite[?data_path=<folder or URL>]   SQLite catalog; files beside it by default
+  ducklake+postgresql://user@host:5432/db?data_path=<...>    PostgreSQL catalog; data_path required
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sqlite3
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from duckdb_engine import Dialect as DuckDBDialect
+from sqlalchemy.dialects import registry
+from sqlalchemy.engine import URL, make_url
+
+from loader.errors import ConfigError
+
+ALIAS = "warehouse"  # analysts read `warehouse.<schema>.<table>`, as they did the default file
+BACKEND = "ducklake"
+# Data inlining (small inserts kept in the catalog) stays off: on DuckDB 1.5.5, rows inlined after a
+# migration that adds columns and tables lost the new columns' values, or failed to commit. Batches
+# write Parquet files, and maintenance merges them.
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def extension_path(name: str) -> str:
+    """The extension file an installed `duckdb-extension-*` package carries for this DuckDB."""
+    import duckdb
+
+    package = f"duckdb_extension_{name}"
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise ConfigError(f"the DuckDB extension {name} is not installed (pip package {package})") from None
+    path = (
+        Path(next(iter(module.__path__)))
+        / "extensions"
+        / f"v{duckdb.__version__}"
+        / f"{name}.duckdb_extension"
+    )
+    if not path.is_file():
+        raise ConfigError(f"{package} has no build for DuckDB {duckdb.__version__} (expected {path})")
+    return str(path)
+
+
+@dataclass(frozen=True)
+class Lake:
+    """Where a lake's catalog and data files are."""
+
+    catalog: str  # "sqlite" or "postgres"
+    location: str  # the SQLite file, or the PostgreSQL database name
+    data_path: str
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str | URL) -> Lake:
+        parsed = make_url(url)
+        if parsed.get_backend_name() != BACKEND:
+            raise ConfigError(f"not a DuckLake URL: {parsed.render_as_string(hide_password=True)}")
+        data_path = parsed.query.get("data_path")
+        if isinstance(data_path, tuple):
+            data_path = data_path[-1]
+        driver = parsed.drivername.partition("+")[2] or "sqlite"
+        if driver in ("postgresql", "postgres"):
+            if not parsed.database or not data_path:
+                raise ConfigError("a DuckLake on PostgreSQL needs a database and ?data_path=<folder or URL>")
+            return cls(
+                "postgres",
+                parsed.database,
+                _folder(data_path),
+                parsed.host,
+                parsed.port,
+                parsed.username,
+                parsed.password,
+            )
+        if driver != "sqlite" or not parsed.database:
+            raise ConfigError("a DuckLake URL is ducklake:///<catalog>.sqlite or ducklake+postgresql://…")
+        catalog = os.path.abspath(parsed.database)
+        return cls("sqlite", catalog, _folder(data_path or os.path.splitext(catalog)[0] + ".files"))
+
+    @property
+    def extensions(self) -> tuple[str, str]:
+        return ("ducklake", "sqlite_scanner" if self.catalog == "sqlite" else "postgres_scanner")
+
+    def catalog_string(self, with_password: bool) -> str:
+        """What ATTACH names: `ducklake:sqlite:<file>` or `ducklake:postgres:<libpq key=values>`."""
+        if self.catalog == "sqlite":
+            return f"ducklake:sqlite:{self.location}"
+        parts = {"dbname": self.location, "host": self.host, "port": self.port, "user": self.user}
+        if with_password:
+            parts["password"] = self.password
+        return "ducklake:postgres:" + " ".join(f"{k}={libpq_value(str(v))}" for k, v in parts.items() if v)
+
+    def statements(self, read_only: bool, with_password: bool = True) -> list[str]:
+        """The DuckDB statements that load the extensions and attach the lake as `warehouse`."""
+        loads = [f"LOAD {sql_string(extension_path(name))}" for name in self.extensions]
+        options = [f"DATA_PATH {sql_string(self.data_path)}"]
+        options.append("READ_ONLY" if read_only else "DATA_INLINING_ROW_LIMIT 0")
+        target = sql_string(self.catalog_string(with_password))
+        return [*loads, f"ATTACH {target} AS {ALIAS} ({', '.join(options)})", f"USE {ALIAS}"]
+
+    def sync_data_files(self, since_ns: int) -> None:
+        """Put the data files written since `since_ns` (and their folders) on disk. DuckDB closes a
+        Parquet file without an fsync, and the catalog's commit, which its database syncs, must never
+        name a file that a power cut could lose. A folder's mtime moves when a file is made in it, so
+        only folders that changed are listed. An object store needs none of this."""
+        if _is_url(self.data_path):
+            return
+        root = Path(self.data_path)
+        for schema_dir in _changed_dirs(root, since_ns):
+            for table_dir in _changed_dirs(schema_dir, since_ns):
+                for entry in os.scandir(table_dir):
+                    if entry.is_file() and entry.stat().st_mtime_ns >= since_ns:
+                        _fsync(entry.path, os.O_RDONLY)
+                _fsync(str(table_dir), os.O_RDONLY | os.O_DIRECTORY)
+            _fsync(str(schema_dir), os.O_RDONLY | os.O_DIRECTORY)
+        _fsync(str(root), os.O_RDONLY | os.O_DIRECTORY)
+
+    def prepare(self) -> None:
+        """Before a writer attaches: the folders, and a SQLite catalog in WAL mode (in its default
+        journal mode a reader's open transaction makes the writer's commit fail: "database is locked")."""
+        if not _is_url(self.data_path) and not os.path.isdir(self.data_path):
+            os.makedirs(self.data_path, exist_ok=True)
+            _fsync(os.path.dirname(self.data_path.rstrip("/")), os.O_RDONLY | os.O_DIRECTORY)
+        if self.catalog != "sqlite":
+            return
+        os.makedirs(os.path.dirname(self.location), exist_ok=True)
+        with sqlite3.connect(self.location) as conn:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+        conn.close()
+
+
+def _changed_dirs(parent: Path, since_ns: int) -> list[Path]:
+    """Sub-folders of `parent` in which an entry was made or removed since `since_ns`."""
+    if not parent.is_dir():
+        return []
+    return [Path(e.path) for e in os.scandir(parent) if e.is_dir() and e.stat().st_mtime_ns >= since_ns]
+
+
+def _fsync(path: str, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def is_lake(url: str | URL) -> bool:
+    return make_url(url).get_backend_name() == BACKEND
+
+
+def _folder(path: str) -> str:
+    """A data path as DuckLake takes it: absolute when local, and ending in a separator."""
+    if not _is_url(path):
+        path = os.path.abspath(path)
+    return path if path.endswith("/") else path + "/"
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def libpq_value(value: str) -> str:
+    """A libpq connection-string value, quoted when it has spaces or quotes."""
+    if value and not any(c in value for c in " '\\"):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class LakeDialect(DuckDBDialect):
+    """duckdb_engine's dialect on a lake. LOADing the extensions costs ~0.2 s, so a process keeps one
+    in-memory DuckDB per lake (and mode) with the lake attached, and every connection is a cursor of it:
+    a connection of its own, with its own transactions and snapshots, sharing the attached lake. Settings
+    given per engine (the memory cap, the threads) are the instance's, set again by each connection."""
+
+    supports_statement_cache = False
+
+    def create_connect_args(self, url: URL) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (), {"lake": url.render_as_string(hide_password=False)}
+
+    def connect(self, *cargs: Any, **cparams: Any) -> Any:
+        from duckdb_engine import ConnectionWrapper
+
+        conn = _root(cparams["lake"], bool(cparams.get("lake_read_only"))).cursor()
+        for name, value in dict(cparams.get("config", {})).items():
+            conn.execute(f"SET {name} = {sql_string(str(value))}")
+        conn.execute(f"USE {ALIAS}")
+        return ConnectionWrapper(conn)
+
+
+_ROOTS: OrderedDict[tuple[str, bool], Any] = OrderedDict()
+_ROOTS_LOCK = threading.Lock()
+# A process uses one lake, read-only or not; a few more are kept (the least recently used one is let go,
+# and freed once its last connection closes).
+_ROOTS_KEPT = 4
+
+
+def _root(url: str, read_only: bool) -> Any:
+    """This process's DuckDB instance with the lake attached (read-only or not), made on first use."""
+    import duckdb
+
+    with _ROOTS_LOCK:
+        root = _ROOTS.get((url, read_only))
+        if root is not None:
+            _ROOTS.move_to_end((url, read_only))
+        else:
+            lake = Lake.from_url(url)
+            if not read_only:
+                lake.prepare()
+            root = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
+            for statement in lake.statements(read_only):
+                root.execute(statement)
+            _ROOTS[(url, read_only)] = root
+            while len(_ROOTS) > _ROOTS_KEPT:
+                _ROOTS.popitem(last=False)
+        return root
+
+
+for _name in (BACKEND, f"{BACKEND}.sqlite", f"{BACKEND}.postgresql", f"{BACKEND}.postgres"):
+    registry.register(_name, __name__, "LakeDialect")

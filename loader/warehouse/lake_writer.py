@@ -1,0 +1,117 @@
+"""Landing in a DuckLake: DuckDB's fast path, plus one lock around each landing transaction.
+
+DuckLake lets many processes write at once, and two inserts into one table never conflict, so two
+landers holding the same body (a lease that ran out on a slow lander, a claim crossing hosts) could both
+add its row. Landers on one lake therefore take turns, each checking for landed ids inside a transaction
+that begins after it got the lock: a file lock beside a SQLite catalog (one host), a PostgreSQL advisory
+lock on the catalog's database (many hosts). Readers never take it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from loader.warehouse.lake import Lake
+from loader.warehouse.writer import DuckDBSqlWriter
+
+# A file's mtime comes from the kernel's coarse clock, which may lag time.time_ns() by a few ms.
+SYNC_SLACK_NS = 1_000_000_000
+
+
+class FileLock:
+    """An exclusive flock on a file beside the SQLite catalog."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._handle: Any = None
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        if self._handle is None:
+            self._handle = open(self.path, "a")  # noqa: SIM115 (kept open for the writer's life)
+        fcntl.flock(self._handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+class AdvisoryLock:
+    """A session-level advisory lock on the PostgreSQL database holding the catalog."""
+
+    KEY = "loader:ducklake:land"
+
+    def __init__(self, lake: Lake) -> None:
+        self.lake = lake
+        self._conn: Any = None
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        if self._conn is None:
+            import psycopg
+
+            self._conn = psycopg.connect(
+                dbname=self.lake.location,
+                host=self.lake.host,
+                port=self.lake.port,
+                user=self.lake.user,
+                password=self.lake.password,
+                autocommit=True,
+            )
+        self._conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (self.KEY,))
+        try:
+            yield
+        finally:
+            self._conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (self.KEY,))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class LakeWriter(DuckDBSqlWriter):
+    """DuckDB's writer on a lake: it keeps its connection (nothing waits for the lake to be let go) and
+    lands each batch under the lake's landing lock."""
+
+    dialect = "ducklake"
+    hold_max_s = math.inf
+
+    def __init__(self, engine: Engine, threads: int | None = None) -> None:
+        super().__init__(engine, threads)
+        self.lake = Lake.from_url(engine.url)
+        sqlite = self.lake.catalog == "sqlite"
+        self._lock = FileLock(self.lake.location + ".land-lock") if sqlite else AdvisoryLock(self.lake)
+
+    def run_alone(self, statements: list[str]) -> None:
+        """Run statements, each committing on its own, while no lander lands. A merge's new files are
+        synced right after its commit: DuckLake offers no moment before it."""
+        with self._lock.held():
+            raw = self.engine.raw_connection()
+            try:
+                for statement in statements:
+                    started = time.time_ns() - SYNC_SLACK_NS
+                    raw.driver_connection.execute(statement).fetchall()  # type: ignore[union-attr]
+                    self.lake.sync_data_files(started)
+            finally:
+                raw.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A landing transaction under the lock, whose data files are on disk before it commits."""
+        with self._lock.held(), super().transaction() as conn:
+            started = time.time_ns() - SYNC_SLACK_NS
+            yield conn
+            self.lake.sync_data_files(started)

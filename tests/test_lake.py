@@ -1,0 +1,216 @@
+"""The DuckLake warehouse: analysts' own DuckDB sessions never pause landing, attach-sql, maintenance,
+several hosts over one lake."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx2
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from loader.warehouse.attach import attach_sql
+from tests.conftest import PG_ADMIN_URL, make_settings
+from tests.procs import Server, cli, loader_env, query_json
+from tests.test_landing import events
+
+KEY = "K-lake-analysts-01"
+
+# An analyst's own process: it attaches the warehouse with `loader attach-sql`'s output and holds one
+# session for the whole run, in one of three ways a notebook or BI tool would.
+ANALYST = """
+import duckdb, json, sys, time
+attach, mode, seconds, out = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+con = duckdb.connect()
+con.execute(attach)
+seen, errors = [], []
+end = time.monotonic() + seconds
+count = "SELECT count(*) FROM warehouse.lake_src.tracks"
+if mode == "transaction":
+    con.execute("BEGIN TRANSACTION")
+while time.monotonic() < end:
+    try:
+        if mode == "bi":
+            con.execute("SELECT * FROM warehouse.lake_src.email_funnel_daily ORDER BY day").fetchall()
+        seen.append(con.execute(count).fetchone()[0])
+    except Exception as exc:
+        errors.append(f"{type(exc).__name__}: {exc}")
+    time.sleep({"poll": 0.25, "bi": 1.0, "transaction": 0.5}[mode])
+if mode == "transaction":
+    con.execute("COMMIT")
+seen.append(con.execute(count).fetchone()[0])
+json.dump({"seen": seen, "errors": errors}, open(out, "w"))
+"""
+
+
+def start_analyst(env: dict[str, str], mode: str, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    attach = cli(env, "attach-sql")
+    return subprocess.Popen([sys.executable, "-c", ANALYST, attach, mode, str(seconds), str(out)])
+
+
+def post_at(url: str, bodies: list[bytes], per_s: float, key: str = KEY) -> list[int]:
+    """Post bodies at about `per_s` a second; the status of each."""
+    statuses = []
+    started = time.monotonic()
+    with httpx2.Client(base_url=url, params={"writeKey": key}, timeout=5) as client:
+        for i, raw in enumerate(bodies):
+            statuses.append(client.post("/v1/webhook", content=raw).status_code)
+            time.sleep(max(0.0, started + (i + 1) / per_s - time.monotonic()))
+    return statuses
+
+
+@pytest.mark.slow
+def test_analysts_holding_sessions_never_pause_landing(tmp_path: Path) -> None:
+    env = loader_env(tmp_path / "data")  # the embedded default: a lake
+    cli(env, "source", "add", "Lake Src", "--write-key", KEY)
+    server = Server(env, tmp_path / "serve.log")
+    bodies = [json.dumps(e).encode() for e in events(1200, seed=21)]
+    try:
+        analysts = {
+            mode: (start_analyst(env, mode, 14.0, tmp_path / f"{mode}.json"), tmp_path / f"{mode}.json")
+            for mode in ("poll", "bi", "transaction")
+        }
+        time.sleep(2.0)  # every analyst holds its session before the events come
+        statuses = post_at(server.url, bodies, per_s=200)
+        for proc, _ in analysts.values():
+            assert proc.wait(timeout=60) == 0
+    finally:
+        server.stop()
+    assert statuses == [200] * len(bodies)
+    seen = {mode: json.loads(out.read_text()) for mode, (_, out) in analysts.items()}
+    assert all(not s["errors"] for s in seen.values()), {m: s["errors"][:3] for m, s in seen.items()}
+    # The held sessions saw landing go on, without reconnecting: every event, before they let go.
+    assert seen["poll"]["seen"][-2] == len(bodies), seen["poll"]["seen"][-10:]
+    assert max(seen["bi"]["seen"]) == len(bodies)
+    # The long transaction kept one snapshot throughout, and saw everything once it committed.
+    assert len(set(seen["transaction"]["seen"][:-1])) == 1
+    assert seen["transaction"]["seen"][-1] == len(bodies)
+    [counts] = query_json(env, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM lake_src.tracks")
+    assert counts == {"n": len(bodies), "d": len(bodies)}
+
+
+def test_attach_sql_reads_the_lake_read_only_and_never_prints_a_password(tmp_path: Path) -> None:
+    from loader import service
+
+    settings = make_settings(tmp_path)
+    service.source_add(settings, "Attached", write_key=KEY)
+    con = duckdb.connect()
+    con.execute(attach_sql(settings.warehouse_url))
+    assert con.execute("SELECT count(*) FROM warehouse.attached.tracks").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM warehouse.attached.email_funnel").fetchone() == (0,)
+    with pytest.raises(duckdb.Error):
+        con.execute("INSERT INTO warehouse.attached.tracks (id) VALUES ('x')")
+    for url in (
+        "ducklake+postgresql://analyst:s3cret-pw@db.example:5432/catalog?data_path=/srv/lake",
+        "postgresql+psycopg://analyst:s3cret-pw@db.example:5432/analytics",
+    ):
+        sql = attach_sql(url)
+        assert "s3cret-pw" not in sql and "READ_ONLY" in sql and "AS warehouse" in sql
+    assert "READ_ONLY" not in attach_sql(settings.warehouse_url, read_only=False)
+
+
+def test_attach_sql_command_prints_statements_duckdb_runs(tmp_path: Path) -> None:
+    env = loader_env(tmp_path / "data")
+    cli(env, "source", "add", "Cmd", "--write-key", KEY)
+    out = cli(env, "attach-sql")
+    assert "ATTACH 'ducklake:sqlite:" in out and "READ_ONLY" in out
+    con = duckdb.connect()
+    con.execute(out)
+    assert con.execute("SELECT count(*) FROM warehouse.cmd.tracks").fetchone() == (0,)
+
+
+def test_maintenance_keeps_the_file_count_bounded(tmp_path: Path) -> None:
+    """Many small batches, then maintenance: one live file per table, the replaced ones deleted once
+    unused for the keep window (0 here), and every row still there once."""
+    from loader import service
+    from loader.warehouse.engine import make_warehouse_engine
+    from loader.warehouse.maintenance import Maintenance
+    from loader.warehouse.writer import writer_for
+
+    settings = make_settings(tmp_path)
+    service.source_add(settings, "Small Batches", write_key=KEY)
+    engine = make_warehouse_engine(settings.warehouse_url)
+    writer = writer_for(engine)
+    for i in range(60):
+        with writer.transaction() as conn:
+            conn.execute(text(f"INSERT INTO small_batches.tracks (id) VALUES ('id-{i}')"))
+    files = tmp_path / "data" / "lake.files" / "small_batches" / "tracks"
+    assert len(list(files.glob("*.parquet"))) == 60
+    maintenance = Maintenance(engine, every_s=0.0, keep_s=0.0)
+    assert maintenance.due()
+    time.sleep(1.1)  # the keep window is counted in whole seconds
+    maintenance.run(writer)
+    maintenance.run(writer)  # the files the first run replaced are deleted by the next
+    assert len(list(files.glob("*.parquet"))) == 1
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(DISTINCT id), count(*) FROM small_batches.tracks")).one() == (
+            60,
+            60,
+        )
+
+
+@pytest.fixture
+def catalog_db() -> Any:
+    """A fresh PostgreSQL database for a lake's catalog, dropped afterwards."""
+    name = f"loader_lake_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_ADMIN_URL).set(database=name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.mark.slow
+def test_two_hosts_land_one_lake_with_a_postgres_catalog(
+    tmp_path: Path, pg_url: str, catalog_db: Any
+) -> None:
+    shared = tmp_path / "shared-lake-files"
+    lake_url = (
+        f"ducklake+postgresql://{catalog_db.username}@{catalog_db.host}:{catalog_db.port}/{catalog_db.database}"
+        f"?data_path={shared}"
+    )
+    env = loader_env(tmp_path / "host-a", LOADER_WAREHOUSE_URL=lake_url, LOADER_STAGING_URL=pg_url)
+    env_b = dict(env, LOADER_DATA_DIR=str(tmp_path / "host-b"))
+    cli(env, "source", "add", "Shared Lake", "--write-key", KEY)
+    a = Server(env, tmp_path / "a.log")
+    b = Server(env_b, tmp_path / "b.log")
+    bodies = [json.dumps(e).encode() for e in events(1000, seed=8)]
+    try:
+        # Every event reaches both hosts (a retry crossing hosts), in different orders.
+        threads = [
+            threading.Thread(target=post_at, args=(url, part, 400.0))
+            for url, part in ((a.url, bodies), (b.url, bodies[::-1]))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            [counts] = query_json(
+                env_b, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM shared_lake.tracks"
+            )
+            if counts["n"] >= len(bodies):
+                break
+            time.sleep(0.5)
+        time.sleep(1.0)
+        [counts] = query_json(env, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM shared_lake.tracks")
+    finally:
+        a.stop()
+        b.stop()
+    assert counts == {"n": len(bodies), "d": len(bodies)}
+    attach = cli(env, "attach-sql")
+    assert "ducklake:postgres:" in attach and str(shared) in attach
