@@ -1,4 +1,7 @@
-"""The `loader` command: thin commands, each a few lines around one library call."""
+"""The `loader` command: thin commands, each a few lines around one library call.
+
+Each command imports the library it calls (`loader.service`) itself: `loader serve`'s process holds the
+sockets for its whole life and needs none of the database libraries."""
 
 from __future__ import annotations
 
@@ -7,9 +10,7 @@ import sys
 from typing import Any
 
 import orjson
-from sqlalchemy.exc import DBAPIError
 
-from loader import service
 from loader.errors import LoaderError
 from loader.settings import Settings
 
@@ -29,6 +30,8 @@ def _json(value: Any) -> str:
 
 
 def cmd_source_add(settings: Settings, args: argparse.Namespace) -> int:
+    from loader import service
+
     added = service.source_add(settings, args.name, args.write_key, args.signing_key, args.schema)
     base = f"http://{settings.host}:{settings.port}"
     print(f"source:      {added.source.name}")
@@ -44,6 +47,8 @@ def cmd_source_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from loader import service
+
     demo = service.ensure_demo_source(settings)
     if demo is None:
         print("sources exist already; `loader source list` shows them")
@@ -55,6 +60,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_source_list(settings: Settings, args: argparse.Namespace) -> int:
+    from loader import service
+
     rows = service.status(settings)
     if args.json:
         print(_json(rows))
@@ -77,6 +84,8 @@ def cmd_source_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from loader import service
+
     schemas = service.migrate_all(settings)
     print(f"{len(schemas)} schema(s) at the newest revision: {', '.join(schemas) or '-'}")
     return 0
@@ -92,6 +101,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_flush(settings: Settings, args: argparse.Namespace) -> int:
     from rich.progress import Progress
+
+    from loader import service
 
     with service.services(settings) as (staging, _):
         backlog = staging.pending_count()
@@ -120,6 +131,8 @@ def cmd_transform(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
+    from loader import service
+
     columns, rows = service.query(settings, args.sql)
     if args.json:
         print(orjson.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str).decode())
@@ -136,6 +149,8 @@ def cmd_attach_sql(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from loader import service
+
     rows = service.status(settings)
     if args.json:
         print(_json(rows))
@@ -153,6 +168,8 @@ def _epoch(value: str | None) -> float | None:
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from loader import service
+
     queued = service.replay(settings, args.source, _epoch(args.since), _epoch(args.until), args.quarantined)
     kind = "quarantined" if args.quarantined else "archived"
     print(f"queued {queued} {kind} bod(ies) of {args.source} to land again")
@@ -173,6 +190,8 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine(settings: Settings, args: argparse.Namespace) -> int:
+    from loader import service
+
     with service.services(settings) as (staging, _):
         rows = staging.quarantined(limit=args.limit)
     items = [
@@ -281,7 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     except LoaderError as exc:
         print(f"loader: {exc}", file=sys.stderr)
         return 1
-    except DBAPIError as exc:  # a database that refused or could not be reached: its word, no traceback
+    except Exception as exc:
+        from sqlalchemy.exc import DBAPIError
+
+        if not isinstance(exc, DBAPIError):
+            raise
+        # A database that refused or could not be reached: its word, no traceback.
         print(f"loader: database error ({type(exc.orig).__name__}): {exc.orig}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

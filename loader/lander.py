@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from loader.backoff import Backoff
 from loader.batches import Prepared, SchemaBatch
 from loader.errors import TransientError
 from loader.metrics import m
@@ -272,17 +273,3 @@ FIRST_CLAIM_PART = 8
 
 # How often a drain up to a seq looks again when the bodies left are another lander's.
 WAIT_FOR_OTHERS_S = 0.05
-
-
-class Backoff:
-    """Exponential backoff between tries, capped, reset on success."""
-
-    def __init__(self, first: float = 0.05, cap: float = 5.0) -> None:
-        self.first, self.cap, self.current = first, cap, first
-
-    def next(self) -> float:
-        wait, self.current = self.current, min(self.current * 2, self.cap)
-        return wait
-
-    def reset(self) -> None:
-        self.current = self.first

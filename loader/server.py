@@ -11,16 +11,22 @@ import os
 import signal
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from loader import child, logs
+from loader.backoff import Backoff
 from loader.errors import TransientError
 from loader.gateway.processes import GatewayProcesses, listen
-from loader.lander import Backoff, Lander, collect_less
 from loader.metrics import m, prepare_multiprocess
-from loader.service import make_lander, migrate_all, services
 from loader.settings import Settings
 from loader.supervise import Supervised
-from loader.warehouse.maintenance import Maintenance
+
+if TYPE_CHECKING:
+    from loader.lander import Lander
+    from loader.warehouse.maintenance import Maintenance
+
+# The process that holds the sockets imports no database library: the lander's and migrations' imports
+# are made in their own processes, in the functions below.
 
 log = logging.getLogger("loader.lander")
 
@@ -52,6 +58,8 @@ def migrate_main(settings: Settings) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logs.setup(settings.log_json)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its set-up chatter; ours says what ran
+    from loader.service import migrate_all
+
     migrate_all(settings)
 
 
@@ -67,7 +75,10 @@ def lander_loop(settings: Settings, stop: threading.Event) -> None:
     """Land staged bodies until told to stop or the parent dies; never gives up on a transient error."""
     os.nice(LANDER_NICENESS)  # under load, answering Customer.io comes first; landing can wait a moment
     logs.setup(settings.log_json)
+    from loader.lander import collect_less
+    from loader.service import make_lander, services
     from loader.warehouse.arrow import use_jemalloc_allocator  # here: the gateway never loads pyarrow
+    from loader.warehouse.maintenance import Maintenance
 
     use_jemalloc_allocator()
     collect_less()

@@ -13,7 +13,7 @@ import threading
 import time
 
 from loader import child
-from loader.lander import Backoff
+from loader.backoff import Backoff
 from loader.metrics import m
 from loader.settings import Settings
 

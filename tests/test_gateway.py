@@ -17,7 +17,7 @@ from loader.gateway import committer
 from loader.gateway.app import create_app
 from loader.settings import Settings
 from loader.staging import LANDED, PENDING, QUARANTINED, Staging
-from tests.conftest import WRITE_KEY, make_settings, payload, post, rows
+from tests.conftest import ADMIN, ADMIN_PORT, WRITE_KEY, make_settings, payload, post, rows
 
 
 @pytest.fixture
@@ -258,3 +258,25 @@ def test_a_quarantined_body_lands_once_replayed_after_the_limit_is_raised(tmp_pa
     service.flush(raised)
     assert rows(raised, "SELECT event_id FROM raised.email_sent") == [{"event_id": "big-1"}]
     assert staged_states(raised) == {LANDED: 1, QUARANTINED: 1}  # the broken one is set aside again
+
+
+def test_a_failure_of_ours_is_503_never_500(
+    settings: Settings, source: service.Added, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a 500 Customer.io waits an hour, holding back the stream; after a 503 it backs off normally."""
+    from loader.gateway.app import Gateway
+
+    async def broken(self: Gateway, scope: object, receive: object) -> tuple[int, str]:
+        raise RuntimeError("a bug of ours")
+
+    def broken_page(*args: object) -> str:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(Gateway, "webhook", broken)
+    monkeypatch.setattr("loader.gateway.dashboard.render", broken_page)
+    # Starlette answers with the handler's 503, then raises the error again for the server to log.
+    app = create_app(settings, admin_port=ADMIN_PORT)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = post(client, {"event_id": "x"})
+        assert (response.status_code, response.text) == (503, "unavailable, retry later")
+        assert client.get(ADMIN + "/").status_code == 503
