@@ -400,6 +400,65 @@ def bench_landing(work: Path, results: dict[str, Any], tag: str = "") -> list[by
     return bodies
 
 
+MAINT_BATCHES = 600 if QUICK else 3600
+MAINT_EVERY = 30  # batches between maintenance runs: serve's 30 s at one small batch a second
+
+
+def bench_maintenance(work: Path, results: dict[str, Any]) -> None:
+    """Many small batches into the lake through the real lander, maintenance every MAINT_EVERY batches
+    (replaced files kept 1 s, not 600: the run is compressed in time): the files a table has, live and
+    on disk, and whether landing and querying get slower as batches pile up."""
+    from loader import service
+    from loader.staging import Incoming
+    from loader.transform import event_key, id_of_key
+    from loader.warehouse.maintenance import Maintenance
+
+    settings = Settings.from_env({"LOADER_DATA_DIR": str(work / "maint")}, env_file=None)
+    added = service.source_add(settings, "Maint", write_key=KEY)
+    land_ms: list[float] = []
+    query_ms: list[float] = []
+    with service.services(settings, staging_synchronous="NORMAL") as (staging, warehouse):
+        lander = service.make_lander(settings, staging, warehouse, parse_ahead=False)
+        maintenance = Maintenance(warehouse, every_s=0.0, keep_s=1.0)
+        for n in range(MAINT_BATCHES):
+            chunk = [body(n * 6 + i, "M") for i in range(6)]
+            keys = [event_key(added.source.id, json.loads(b), b) for b in chunk]
+            staging.append(
+                [
+                    Incoming(added.source.id, id_of_key(k), time.time(), "127.0.0.1", b, event_key=k)
+                    for k, b in zip(keys, chunk, strict=True)
+                ]
+            )
+            started = time.perf_counter()
+            lander.run_once()
+            lander.settle()
+            land_ms.append((time.perf_counter() - started) * 1000)
+            if (n + 1) % MAINT_EVERY == 0:
+                maintenance.run(lander.writer)
+            if n % 100 == 0 or n == MAINT_BATCHES - 1:
+                started = time.perf_counter()
+                with warehouse.connect() as conn:
+                    conn.exec_driver_sql("SELECT count(*), count(DISTINCT id) FROM maint.tracks").fetchall()
+                    conn.exec_driver_sql("SELECT * FROM maint.email_funnel_daily").fetchall()
+                query_ms.append((time.perf_counter() - started) * 1000)
+        lander.close()
+        with warehouse.connect() as conn:
+            live = conn.exec_driver_sql(
+                "SELECT max(n) FROM (SELECT table_id, count(*) AS n FROM "
+                "__ducklake_metadata_warehouse.ducklake_data_file WHERE end_snapshot IS NULL GROUP BY 1)"
+            ).scalar()
+    tables = work / "maint" / "lake.files" / "maint"
+    on_disk = max(len(list(t.glob("*.parquet"))) for t in tables.iterdir())
+    tenth = max(1, len(land_ms) // 10)
+    results["maint_batches"] = MAINT_BATCHES
+    results["maint_live_files_per_table_max"] = live
+    results["maint_disk_files_per_table_max"] = on_disk
+    results["maint_land_ms_first_tenth"] = round(statistics.median(land_ms[:tenth]), 1)
+    results["maint_land_ms_last_tenth"] = round(statistics.median(land_ms[-tenth:]), 1)
+    results["maint_query_ms_first"] = round(query_ms[0], 1)
+    results["maint_query_ms_last"] = round(query_ms[-1], 1)
+
+
 def bench_dlt(work: Path, bodies: list[bytes], results: dict[str, Any]) -> None:
     try:
         import dlt
@@ -474,7 +533,19 @@ def print_table(results: dict[str, Any]) -> None:
         ("freshness p50, every event type, s", "freshness_all_types_p50_s", ""),
         ("freshness p99, every event type, s", "freshness_all_types_p99_s", "target ≤ 1"),
         ("peak RSS of loader serve (+lander), MB", "peak_rss_mb", "target ≤ 300"),
+        ("small batches landed, with maintenance every 30", "maint_batches", ""),
+        ("live files per table, at most", "maint_live_files_per_table_max", "≤ 31"),
+        ("files on disk per table, at most", "maint_disk_files_per_table_max", ""),
+        ("a small batch, first / last tenth, ms (median)", "maint_land_ms", "not growing"),
+        ("count + funnel query, first / last, ms", "maint_query_ms", "not growing"),
     ]
+    if results.get("maint_land_ms_first_tenth") is not None:
+        results = {
+            **results,
+            "maint_land_ms": f"{results['maint_land_ms_first_tenth']} / "
+            f"{results['maint_land_ms_last_tenth']}",
+            "maint_query_ms": f"{results['maint_query_ms_first']} / {results['maint_query_ms_last']}",
+        }
     if results.get("bare_ack_p50_ms") is not None:
         results = {**results, "bare_ack_ms": f"{results['bare_ack_p50_ms']} / {results['bare_ack_p99_ms']}"}
     width = max(len(r[0]) for r in rows)
@@ -504,6 +575,10 @@ def main() -> int:
             except Exception as exc:  # a benchmark reports what it could not measure; it does not fail
                 results[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
         bodies: list[bytes] = []
+        try:
+            bench_maintenance(work, results)
+        except Exception as exc:
+            results["maintenance_error"] = f"{type(exc).__name__}: {exc}"
         for tag in WAREHOUSES:
             try:
                 bodies = bench_landing(work, results, tag)
