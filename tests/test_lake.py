@@ -4,6 +4,8 @@ several hosts over one lake."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -17,7 +19,10 @@ import httpx2
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from starlette.testclient import TestClient
 
+from loader import service
+from loader.gateway.app import create_app
 from loader.warehouse.attach import attach_sql
 from tests.conftest import PG_ADMIN_URL, make_settings
 from tests.procs import Server, cli, loader_env, query_json
@@ -99,8 +104,6 @@ def test_analysts_holding_sessions_never_pause_landing(tmp_path: Path) -> None:
 
 
 def test_attach_sql_reads_the_lake_read_only_and_never_prints_a_password(tmp_path: Path) -> None:
-    from loader import service
-
     settings = make_settings(tmp_path)
     service.source_add(settings, "Attached", write_key=KEY)
     con = duckdb.connect()
@@ -131,7 +134,6 @@ def test_attach_sql_command_prints_statements_duckdb_runs(tmp_path: Path) -> Non
 def test_maintenance_keeps_the_file_count_bounded(tmp_path: Path) -> None:
     """Many small batches, then maintenance: one live file per table, the replaced ones deleted once
     unused for the keep window (0 here), and every row still there once."""
-    from loader import service
     from loader.warehouse.engine import make_warehouse_engine
     from loader.warehouse.maintenance import Maintenance
     from loader.warehouse.writer import writer_for
@@ -214,3 +216,78 @@ def test_two_hosts_land_one_lake_with_a_postgres_catalog(
     assert counts == {"n": len(bodies), "d": len(bodies)}
     attach = cli(env, "attach-sql")
     assert "ducklake:postgres:" in attach and str(shared) in attach
+
+
+def _strace() -> str | None:
+    found = shutil.which("strace")
+    if found is None and os.environ.get("CI"):
+        pytest.fail("CI must have strace (.ci/run installs it)")
+    return found
+
+
+@pytest.mark.slow
+def test_every_data_file_is_on_disk_before_the_commit_that_names_it(tmp_path: Path) -> None:
+    """A power cut must never leave the catalog naming a Parquet file that did not reach the disk.
+    DuckDB closes the files it writes without an fsync; the catalog's commit is synced by SQLite (its
+    WAL). Traced: every file written for the lake is fsynced before the next sync of the catalog."""
+    strace = _strace()
+    if strace is None:
+        pytest.skip("strace not installed (apt-get install strace)")
+    env = loader_env(tmp_path / "data")
+    cli(env, "source", "add", "Traced", "--write-key", KEY)
+    from tests.conftest import make_settings as settings_for
+
+    settings = settings_for(tmp_path)
+
+    from loader import service
+
+    with TestClient(create_app(settings)) as client:
+        for raw in [json.dumps(e).encode() for e in events(400, seed=41)]:
+            assert client.post("/v1/webhook", params={"writeKey": KEY}, content=raw).status_code == 200
+    trace = tmp_path / "flush.trace"
+    done = subprocess.run(
+        [strace, "-f", "-e", "trace=openat,fsync,fdatasync,close", "-o", str(trace),
+         sys.executable, "-m", "loader", "flush"],
+        env=env, capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    files, catalog_syncs = _writes_and_syncs(trace.read_text(), str(tmp_path / "data" / "lake.sqlite"))
+    assert files and catalog_syncs, "the trace shows no landing"
+    for sync_at in catalog_syncs:
+        unsynced = [
+            path
+            for path, (written, synced) in files.items()
+            if written < sync_at and (synced is None or synced > sync_at)
+        ]
+        assert not unsynced, (
+            f"the catalog was synced with {len(unsynced)} file(s) not on disk: {unsynced[:3]}"
+        )
+    assert service.query(settings, "SELECT count(DISTINCT id) FROM traced.tracks")[1] == [(400,)]
+
+
+def _writes_and_syncs(trace: str, catalog: str) -> tuple[dict[str, list[Any]], list[int]]:
+    """From an strace of openat/fsync/close: each Parquet file written (line of its open for writing,
+    line of its first fsync after) and the lines where the catalog's WAL (or database) was fsynced."""
+    import re
+
+    open_re = re.compile(r'^(\d+)\s+openat\(AT_FDCWD, "([^"]+)", ([^,)]+).*= (\d+)$')
+    sync_re = re.compile(r"^(\d+)\s+f(?:data)?sync\((\d+)\)\s+= 0$")
+    close_re = re.compile(r"^(\d+)\s+close\((\d+)\)")
+    fds: dict[int, str] = {}  # one process's threads share descriptors
+    files: dict[str, list[Any]] = {}
+    syncs: list[int] = []
+    for number, line in enumerate(trace.splitlines()):
+        if m := open_re.match(line):
+            path, flags, fd = m.group(2), m.group(3), int(m.group(4))
+            fds[fd] = path
+            if path.endswith(".parquet") and ("O_WRONLY" in flags or "O_RDWR" in flags):
+                files[path] = [number, None]
+        elif m := sync_re.match(line):
+            path = fds.get(int(m.group(2)), "")
+            if path in files and files[path][1] is None:
+                files[path][1] = number
+            if path.startswith(catalog):
+                syncs.append(number)
+        elif m := close_re.match(line):
+            fds.pop(int(m.group(2)), None)
+    return files, syncs
