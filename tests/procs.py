@@ -123,3 +123,12 @@ class Server:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def wait_for(what: str, check: Any, timeout_s: float = 30.0) -> Any:
+    """What `check()` returns once it is truthy; fails the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return found

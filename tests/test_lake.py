@@ -245,6 +245,7 @@ def test_every_data_file_is_on_disk_before_the_commit_that_names_it(tmp_path: Pa
         for raw in [json.dumps(e).encode() for e in events(400, seed=41)]:
             assert client.post("/v1/webhook", params={"writeKey": KEY}, content=raw).status_code == 200
     trace = tmp_path / "flush.trace"
+    env["LOADER_BATCH_SIZE"] = "100"  # several batches: the later ones write into existing folders
     done = subprocess.run(
         [strace, "-f", "-e", "trace=openat,fsync,fdatasync,close", "-o", str(trace),
          sys.executable, "-m", "loader", "flush"],

@@ -13,7 +13,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.procs import Server, cli, loader_env, query_json
+from tests.procs import Server, cli, loader_env, query_json, wait_for
 from tests.test_landing import events
 
 pytestmark = pytest.mark.slow
@@ -64,14 +64,6 @@ class Clients:
                     self.slowest = max(self.slowest, time.perf_counter() - started)
                     self.sent += 1
                 time.sleep(0.005)
-
-
-def wait_for(what: str, check: Any, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return found
 
 
 def test_three_reloads_under_eight_clients_refuse_nothing_and_land_every_event_once(tmp_path: Path) -> None:
@@ -125,7 +117,6 @@ def test_sigterm_answers_what_is_in_flight_then_stops(tmp_path: Path) -> None:
     # Every request that got an answer got a 200; those after the stop found no server (as any stopped
     # service), and nothing acknowledged is lost.
     assert set(clients.statuses) == {200}
-    server.proc = server.proc  # stopped already
     restarted = Server(env, tmp_path / "serve2.log")
     try:
         acked = clients.sent
@@ -145,16 +136,11 @@ def test_only_the_webhook_and_health_face_the_public_port(tmp_path: Path) -> Non
         assert httpx2.get(server.url + "/").status_code == 404
         assert httpx2.get(server.url + "/metrics").status_code == 404
         assert httpx2.get(server.url + "/health").status_code == 200
-        assert (
-            httpx2.post(server.url + "/v1/webhook", params={"writeKey": KEY}, content=b"{}").status_code
-            == 200
-        )
+        webhook = {"params": {"writeKey": KEY}, "content": b"{}"}
+        assert httpx2.post(server.url + "/v1/webhook", **webhook).status_code == 200
         assert "Faces" in httpx2.get(server.admin_url + "/").text
         assert "loader_http_requests_total" in httpx2.get(server.admin_url + "/metrics").text
-        assert (
-            httpx2.post(server.admin_url + "/v1/webhook", params={"writeKey": KEY}, content=b"{}").status_code
-            == 404
-        )
+        assert httpx2.post(server.admin_url + "/v1/webhook", **webhook).status_code == 404
     finally:
         server.stop()
 

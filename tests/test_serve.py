@@ -8,12 +8,11 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx2
 import pytest
 
-from tests.procs import Server, alive, cli, loader_env, query_json
+from tests.procs import Server, alive, cli, loader_env, query_json, wait_for
 from tests.test_gateway import hold_write_lock
 from tests.test_landing import events
 
@@ -87,27 +86,19 @@ def test_events_are_queryable_while_serving(env: dict[str, str], tmp_path: Path)
         server.stop()
 
 
-def _wait_for(what: str, check: Any, timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return found
-
-
 def test_a_lander_that_dies_is_started_again(env: dict[str, str], tmp_path: Path) -> None:
     """The lander killed on its own (a crash, the OOM killer): serve starts it again, so what is posted
     afterwards still lands; the restart is logged and counted."""
     cli(env, "source", "add", "Phoenix", "--write-key", "K-phoenix-01")
     server = Server(env, tmp_path / "serve.log")
     try:
-        [first] = _wait_for("the lander", lambda: server.children("lander_main"))
+        [first] = wait_for("the lander", lambda: server.children("lander_main"))
         os.kill(first, signal.SIGKILL)
-        _wait_for("a new lander", lambda: [p for p in server.children("lander_main") if p != first])
+        wait_for("a new lander", lambda: [p for p in server.children("lander_main") if p != first])
         with httpx2.Client(base_url=server.url, params={"writeKey": "K-phoenix-01"}) as client:
             for raw in [json.dumps(e).encode() for e in events(20, seed=9)]:
                 assert client.post("/v1/webhook", content=raw).status_code == 200
-            _wait_for(
+            wait_for(
                 "the events to land",
                 lambda: query_json(env, "SELECT count(*) AS n FROM phoenix.tracks")[0]["n"] == 20,
             )

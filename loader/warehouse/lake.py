@@ -118,19 +118,23 @@ class Lake:
     def sync_data_files(self, since_ns: int) -> None:
         """Put the data files written since `since_ns` (and their folders) on disk. DuckDB closes a
         Parquet file without an fsync, and the catalog's commit, which its database syncs, must never
-        name a file that a power cut could lose. A folder's mtime moves when a file is made in it, so
-        only folders that changed are listed. An object store needs none of this."""
+        name a file that a power cut could lose. A table folder's mtime moves when a file is made in
+        it, so only those that changed are listed (a schema folder's moves only when a table folder is
+        made: each is looked into). An object store needs none of this."""
         if _is_url(self.data_path):
             return
         root = Path(self.data_path)
-        for schema_dir in _changed_dirs(root, since_ns):
-            for table_dir in _changed_dirs(schema_dir, since_ns):
+        for schema_dir in _sub_dirs(root):
+            changed = [t for t in _sub_dirs(schema_dir) if t.stat().st_mtime_ns >= since_ns]
+            for table_dir in changed:
                 for entry in os.scandir(table_dir):
                     if entry.is_file() and entry.stat().st_mtime_ns >= since_ns:
                         _fsync(entry.path, os.O_RDONLY)
                 _fsync(str(table_dir), os.O_RDONLY | os.O_DIRECTORY)
-            _fsync(str(schema_dir), os.O_RDONLY | os.O_DIRECTORY)
-        _fsync(str(root), os.O_RDONLY | os.O_DIRECTORY)
+            if schema_dir.stat().st_mtime_ns >= since_ns:
+                _fsync(str(schema_dir), os.O_RDONLY | os.O_DIRECTORY)
+        if root.stat().st_mtime_ns >= since_ns:
+            _fsync(str(root), os.O_RDONLY | os.O_DIRECTORY)
 
     def prepare(self) -> None:
         """Before a writer attaches: the folders, and a SQLite catalog in WAL mode (in its default
@@ -147,11 +151,10 @@ class Lake:
         conn.close()
 
 
-def _changed_dirs(parent: Path, since_ns: int) -> list[Path]:
-    """Sub-folders of `parent` in which an entry was made or removed since `since_ns`."""
+def _sub_dirs(parent: Path) -> list[Path]:
     if not parent.is_dir():
         return []
-    return [Path(e.path) for e in os.scandir(parent) if e.is_dir() and e.stat().st_mtime_ns >= since_ns]
+    return [Path(e.path) for e in os.scandir(parent) if e.is_dir()]
 
 
 def _fsync(path: str, flags: int) -> None:
