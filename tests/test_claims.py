@@ -235,14 +235,15 @@ LANDER_MEMORY = """
 import threading
 from sqlalchemy import text
 import loader.server as server
+import loader.service as service
 from loader.settings import Settings
 seen = []
-make_lander = server.make_lander
+make_lander = service.make_lander
 def spy(settings, staging, warehouse, **kwargs):
     with warehouse.connect() as conn:
         seen.append(conn.execute(text("SELECT current_setting('memory_limit')")).scalar())
     return make_lander(settings, staging, warehouse, **kwargs)
-server.make_lander = spy
+service.make_lander = spy  # the lander's process imports it when it starts
 stop = threading.Event()
 stop.set()  # set up, then stop at once
 server.lander_loop(Settings.from_env(), stop)
