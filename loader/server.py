@@ -68,6 +68,7 @@ def lander_main(settings: Settings) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the gateway's to handle: it stops us cleanly
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is serve's to carry out: it replaces us
     lander_loop(settings, stop)
 
 

@@ -9,6 +9,7 @@ what arrives on open connections (each answer then closes its connection), exit.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 
@@ -42,6 +43,8 @@ def main() -> None:
     die_with_parent()
     if os.getppid() != int(sys.argv[1]):
         sys.exit(0)
+    # A reload is the parent's to carry out: a SIGHUP sent to the whole process group must not end us.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     ready_fd, admin_port = int(sys.argv[2]), int(sys.argv[3])
     sockets = [socket.socket(fileno=int(fd)) for fd in sys.argv[4:]]
     settings = Settings.from_json(sys.stdin.read())
