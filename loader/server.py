@@ -190,7 +190,7 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1, admin_port
             f"; dashboard and /metrics on http://{settings.admin_host}:{admin_port}/" if admin_port else ""
         )
         logging.getLogger("loader.serve").info(
-            "serving webhooks on http://%s:%d/v1/webhook%s", host, port, admin if admin_port else ""
+            "serving webhooks on http://%s:%d/v1/webhook%s", host, port, admin
         )
         while not stop.wait(0.2):
             if reload.is_set():

@@ -25,7 +25,7 @@ from loader.gateway.walsync import WalSync
 from loader.settings import Settings
 from loader.staging import QUARANTINED, Incoming, Staging
 from loader.staging.store import make_staging_engine, sqlite_file
-from loader.transform import event_key, id_of_key
+from loader.transform import event_key, id_of_key, is_utf8
 
 log = logging.getLogger("loader.gateway")
 
@@ -188,20 +188,12 @@ def parse_object(raw: bytes | bytearray, limit: int | None = None) -> tuple[dict
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        if not _is_utf8(raw):
+        if not is_utf8(raw):
             return None, "not UTF-8"
         return None, f"invalid json: {str(exc)[:200]}"
     if not isinstance(body, dict):
         return None, f"invalid json: a {type(body).__name__}, not an object"
     return body, None
-
-
-def _is_utf8(raw: bytes | bytearray) -> bool:
-    try:
-        bytes(raw).decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 # Served only on the admin listener: campaign figures and source names are not for the internet.

@@ -112,9 +112,6 @@ class GatewayProcesses:
                 proc.kill()
                 proc.wait()
 
-    def pids(self) -> list[int]:
-        return [w.proc.pid for w in self.current]
-
     def _spawn(self) -> Worker:
         read, write = os.pipe()
         fds = [s.fileno() for s in self.sockets]

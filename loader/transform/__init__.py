@@ -1,6 +1,6 @@
 """Pure transforms: a Customer.io body into a RudderStack event, an event into warehouse rows."""
 
-from loader.transform.event import Receipt, event_key, id_of_key, message_id, to_event, to_track
+from loader.transform.event import Receipt, event_key, id_of_key, is_utf8, message_id, to_event, to_track
 from loader.transform.rows import Discard, Rows, to_rows
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "Rows",
     "event_key",
     "id_of_key",
+    "is_utf8",
     "message_id",
     "to_event",
     "to_rows",

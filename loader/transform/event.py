@@ -104,6 +104,16 @@ def message_id(source_id: str, body: dict[str, Any] | None, raw: bytes) -> str:
     return id_of_key(event_key(source_id, body, raw))
 
 
+def is_utf8(raw: bytes | bytearray) -> bool:
+    """Whether a body is valid UTF-8 (the gateway quarantines one that is not; the lander's SQL path
+    leaves one to the Python transform)."""
+    try:
+        bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def event_key(source_id: str, body: dict[str, Any] | None, raw: bytes | bytearray) -> str:
     """What names one event of a source, the same for every retry: its `event_id` (or `data.event_id`),
     else the raw body's hash. The message id is derived from it (id_of_key), so staging keeps bodies

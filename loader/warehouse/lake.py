@@ -13,9 +13,12 @@ URL forms:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sqlite3
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,8 @@ from sqlalchemy.engine import URL, make_url
 
 from loader.errors import ConfigError
 
+# A file's mtime comes from the kernel's coarse clock, which may lag time.time_ns() by a few ms.
+SYNC_SLACK_NS = 1_000_000_000
 ALIAS = "warehouse"  # analysts read `warehouse.<schema>.<table>`, as they did the default file
 BACKEND = "ducklake"
 # Data inlining (small inserts kept in the catalog) stays off: on DuckDB 1.5.5, rows inlined after a
@@ -114,6 +119,14 @@ class Lake:
         options.append("READ_ONLY" if read_only else "DATA_INLINING_ROW_LIMIT 0")
         target = sql_string(self.catalog_string(with_password))
         return [*loads, f"ATTACH {target} AS {ALIAS} ({', '.join(options)})", f"USE {ALIAS}"]
+
+    @contextlib.contextmanager
+    def files_synced(self) -> Iterator[None]:
+        """Once the block ends without an error, the data files it wrote are on disk (see
+        sync_data_files); a block inside a transaction thus syncs them before the commit."""
+        started = time.time_ns() - SYNC_SLACK_NS
+        yield
+        self.sync_data_files(started)
 
     def sync_data_files(self, since_ns: int) -> None:
         """Put the data files written since `since_ns` (and their folders) on disk. DuckDB closes a

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import math
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,9 +19,6 @@ from sqlalchemy import Connection, Engine
 
 from loader.warehouse.lake import Lake
 from loader.warehouse.writer import DuckDBSqlWriter
-
-# A file's mtime comes from the kernel's coarse clock, which may lag time.time_ns() by a few ms.
-SYNC_SLACK_NS = 1_000_000_000
 
 
 class FileLock:
@@ -41,11 +37,6 @@ class FileLock:
             yield
         finally:
             fcntl.flock(self._handle, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
 
 
 class AdvisoryLock:
@@ -76,11 +67,6 @@ class AdvisoryLock:
         finally:
             self._conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (self.KEY,))
 
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
 
 class LakeWriter(DuckDBSqlWriter):
     """DuckDB's writer on a lake: it keeps its connection (nothing waits for the lake to be let go) and
@@ -102,16 +88,13 @@ class LakeWriter(DuckDBSqlWriter):
             raw = self.engine.raw_connection()
             try:
                 for statement in statements:
-                    started = time.time_ns() - SYNC_SLACK_NS
-                    raw.driver_connection.execute(statement).fetchall()  # type: ignore[union-attr]
-                    self.lake.sync_data_files(started)
+                    with self.lake.files_synced():
+                        raw.driver_connection.execute(statement).fetchall()  # type: ignore[union-attr]
             finally:
                 raw.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
         """A landing transaction under the lock, whose data files are on disk before it commits."""
-        with self._lock.held(), super().transaction() as conn:
-            started = time.time_ns() - SYNC_SLACK_NS
+        with self._lock.held(), super().transaction() as conn, self.lake.files_synced():
             yield conn
-            self.lake.sync_data_files(started)

@@ -24,6 +24,7 @@ from loader.catalogue import DISCARDS_TABLE, TRACKS_TABLE
 from loader.naming import qualified, quote
 from loader.staging.sources import Source
 from loader.staging.store import Staged
+from loader.transform import is_utf8
 from loader.warehouse.engine import is_lock_conflict, is_out_of_memory, retry_busy
 from loader.warehouse.tables import column_kinds, event_tables, schema_tables
 from loader.warehouse.turns import Turns
@@ -356,16 +357,8 @@ def _text_bodies(staged: list[Staged]) -> tuple[Any, list[Staged], list[Staged]]
         ok: list[Staged] = []
         other: list[Staged] = []
         for s in unique:
-            (ok if _is_utf8(s.body) else other).append(s)
+            (ok if is_utf8(s.body) else other).append(s)
         return pa.array([s.body for s in ok], pa.binary()).cast(pa.string()), ok, other
-
-
-def _is_utf8(body: bytes) -> bool:
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def epoch_ms(seconds: float) -> int:
