@@ -8,7 +8,7 @@ Create Date: 2026-11-27
 from alembic import op
 
 from loader.warehouse.revisions import target_schema
-from loader.warehouse.views import drop_views, replace_views
+from loader.warehouse.views import EMAIL_VIEWS, drop_views, replace_views
 
 revision = "0003"
 down_revision = "0002"
@@ -17,8 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    replace_views(op.get_bind(), target_schema())
+    replace_views(op.get_bind(), target_schema(), EMAIL_VIEWS)
 
 
 def downgrade() -> None:
-    drop_views(op.get_bind(), target_schema())
+    drop_views(op.get_bind(), target_schema(), EMAIL_VIEWS)
