@@ -12,17 +12,12 @@ from typing import Any
 import orjson
 
 from loader.errors import LoaderError
+from loader.render import FORMATS, render
 from loader.settings import Settings
 
 
 def _print_table(columns: list[str], rows: list[tuple[Any, ...]] | list[list[Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*columns, show_lines=False)
-    for row in rows:
-        table.add_row(*["" if v is None else str(v) for v in row])
-    Console(width=max(120, Console().width)).print(table)
+    sys.stdout.write(render(columns, rows))
 
 
 def _json(value: Any) -> str:
@@ -134,10 +129,7 @@ def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
     from loader import service
 
     columns, rows = service.query(settings, args.sql)
-    if args.json:
-        print(orjson.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str).decode())
-    else:
-        _print_table(columns, rows)
+    sys.stdout.write(render(columns, rows, "json" if args.json else args.format))
     return 0
 
 
@@ -255,7 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     query = sub.add_parser("query", help="read-only SQL on the warehouse")
     query.add_argument("sql")
-    query.add_argument("--json", action="store_true")
+    query.add_argument("--json", action="store_true", help="the same as --format json")
+    query.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="auto",
+        help="auto (default): a table when it fits the terminal, else one record per block",
+    )
     query.set_defaults(fn=cmd_query)
 
     attach = sub.add_parser(

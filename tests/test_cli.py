@@ -206,3 +206,33 @@ def test_an_archive_shorter_than_customer_io_retries_is_refused(tmp_path: Path) 
     assert b"LOADER_ARCHIVE_RETENTION_DAYS" in proc.stderr and b"Traceback" not in proc.stderr
     env["LOADER_ARCHIVE_RETENTION_DAYS"] = "30"
     cli(env, "status")
+
+
+def test_query_stays_readable_on_wide_results(tmp_path: Path) -> None:
+    """A row wider than the terminal is shown one record per block with whole column names; csv, json and
+    markdown give every column for other tools."""
+    env = {**loader_env(tmp_path), "COLUMNS": "120"}
+    cli(env, "source", "add", "Wide", "--write-key", "K-wide-000001")
+    sql = (
+        "SELECT 'sms' AS channel, 7 AS campaign_id, NULL AS broadcast_id, 'a,b|c' AS note,"
+        " 0.25 AS click_to_open_rate, 1 AS deliveries, 2 AS human_clicked, 3 AS transactional_message_id,"
+        " 4 AS newsletter_id, 5 AS conversion_rate, 6 AS unsubscribed, 7 AS delivery_rate"
+    )
+    wide = cli(env, "query", sql)
+    assert wide.startswith("-[ RECORD 1 ]")
+    lines = wide.splitlines()
+    assert "transactional_message_id | 3" in lines and "click_to_open_rate       | 0.25" in lines
+    assert all(len(line) <= 120 for line in lines)
+    narrow = cli(env, "query", "SELECT 1 AS a, 'x' AS b")
+    assert "a" in narrow.splitlines()[1] and "RECORD" not in narrow
+    assert cli(env, "query", sql, "--format", "csv").splitlines() == [
+        "channel,campaign_id,broadcast_id,note,click_to_open_rate,deliveries,human_clicked,"
+        "transactional_message_id,newsletter_id,conversion_rate,unsubscribed,delivery_rate",
+        'sms,7,,"a,b|c",0.25,1,2,3,4,5,6,7',
+    ]
+    [record] = json.loads(cli(env, "query", sql, "--format", "json"))
+    assert record["broadcast_id"] is None and record["note"] == "a,b|c" and len(record) == 12
+    markdown = cli(env, "query", sql, "--format", "markdown").splitlines()
+    assert markdown[0].startswith("| channel | campaign_id |") and markdown[1].startswith("|---|")
+    assert markdown[2].startswith("| sms | 7 |  | a,b\\|c | 0.25 |")
+    assert cli(env, "query", sql, "--format", "vertical") == cli(env, "query", sql)
