@@ -23,7 +23,8 @@ from starlette.testclient import TestClient
 
 from loader import service
 from loader.settings import Settings
-from tests.conftest import ADMIN, ADMIN_PORT, post
+from tests import test_channels
+from tests.conftest import ADMIN, ADMIN_PORT, post, rows
 from tests.procs import Server, cli, loader_env
 from tests.test_funnel import scenario
 
@@ -90,6 +91,51 @@ def test_dashboard_shows_sources_and_funnel(client: TestClient, settings: Settin
     )
 
 
+def test_dashboard_every_channel_with_its_filters(client: TestClient, settings: Settings) -> None:
+    for event in test_channels.scenario():
+        assert post(client, event).status_code == 200
+    service.flush(settings)
+    page = client.get(ADMIN + "/").text
+    selector = re.search(r'<select name="channel">(.*?)</select>', page)
+    assert selector and re.findall(r'value="(\w+)"', selector.group(1)) == [
+        "email", "push", "sms", "in_app", "whatsapp", "webhook", "slack",
+    ]  # fmt: skip
+    assert 'value="2024-04-03"' in page and 'value="2024-05-02"' in page  # 30 days to the newest day
+
+    def channel_row(html: str, channel: str) -> list[str]:
+        row = re.search(rf"<tr[^>]*><td><a [^>]*>{channel}</a></td>(.*?)</tr>", html)
+        assert row, channel
+        return re.findall(r"<td>(.*?)</td>", row.group(1))
+
+    # deliveries, sent, delivered, opened, human opened, clicked, human clicked, converted, failed, replied,
+    # then the six rates: the figures test_channels computed by hand.
+    assert channel_row(page, "sms") == [
+        "4", "4", "3", "-", "-", "1", "1", "0", "1", "1", "75.0%", "-", "33.3%", "-", "0.0%", "25.0%",
+    ]  # fmt: skip
+    assert (
+        channel_row(page, "in_app")[:4] == ["4", "3", "-", "2"] and channel_row(page, "in_app")[11] == "66.7%"
+    )
+    assert channel_row(page, "slack")[6] == "0"  # a machine's click is not a human's
+
+    sms = client.get(ADMIN + "/", params={"channel": "sms", "from": "2024-04-30", "to": "2024-05-02"}).text
+    svg = sms[sms.index("<svg") : sms.index("</svg>")]
+    assert "<title>2024-05-01 reached: 3</title>" in svg and "opened" not in svg  # SMS reports no opens
+    assert all(label in svg for label in (">04-30<", ">05-01<", ">05-02<"))  # empty days keep their place
+    assert "2024-04-30 " not in svg and "2024-05-02 " not in svg
+    assert "human opened" not in sms.split("sms by day")[1]  # the channel's own tables leave it out
+
+    one = client.get(ADMIN + "/", params={"channel": "push", "message": "1::::11"}).text
+    assert "push by day: campaign 1 · action 11" in one and '<option value="1::::11" selected>' in one
+
+    hostile = {"channel": "sms'; DROP TABLE x;--", "from": "yesterday", "message": "1) OR (1=1"}
+    odd = client.get(ADMIN + "/", params=hostile)
+    assert odd.status_code == 200
+    assert "unknown channel" in odd.text and "is not a day" in odd.text and "not a message key" in odd.text
+    assert rows(settings, "SELECT count(*) AS n FROM customer_io_prod.tracks") == [
+        {"n": len(test_channels.scenario())}
+    ]
+
+
 def test_dashboard_escapes_source_names(settings: Settings) -> None:
     from loader.gateway.app import create_app
 
@@ -115,7 +161,7 @@ def test_dashboard_in_a_real_browser_and_metrics_across_processes(tmp_path: Path
     server = Server(env, tmp_path / "serve.log")
     try:
         with httpx2.Client(base_url=server.url, params={"writeKey": "K-dashboard-01"}) as client:
-            for event in scenario():
+            for event in test_channels.scenario():
                 assert client.post("/v1/webhook", content=json.dumps(event).encode()).status_code == 200
             deadline = time.monotonic() + 20
             metrics = ""
@@ -125,7 +171,9 @@ def test_dashboard_in_a_real_browser_and_metrics_across_processes(tmp_path: Path
                     break
                 time.sleep(0.3)
         landed = re.search(r'loader_events_landed_total\{schema="customer_io_prod"\} ([\d.]+)', metrics)
-        assert landed and float(landed.group(1)) == len(scenario())  # counted in the lander process
+        assert landed and float(landed.group(1)) == len(
+            test_channels.scenario()
+        )  # counted in the lander process
         assert 'loader_http_requests_total{route="webhook",status="200"}' in metrics
         flags = [
             "--headless",
@@ -144,7 +192,7 @@ def test_dashboard_in_a_real_browser_and_metrics_across_processes(tmp_path: Path
                 text=True,
                 timeout=60,
             ).stdout
-        assert "<svg" in dom and "Customer IO Prod" in dom and "80.0%" in dom
+        assert "<svg" in dom and "Customer IO Prod" in dom and ">whatsapp</a>" in dom and "66.7%" in dom
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "dashboard.png"
         shot.unlink(missing_ok=True)
@@ -157,7 +205,7 @@ def test_dashboard_in_a_real_browser_and_metrics_across_processes(tmp_path: Path
                     f"--screenshot={shot}",
                     "--window-size=1280,1600",
                     "--hide-scrollbars",
-                    server.admin_url + "/",
+                    server.admin_url + "/?channel=push&from=2024-04-25&to=2024-05-05",
                 ],
                 capture_output=True,
                 timeout=60,

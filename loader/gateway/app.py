@@ -165,7 +165,8 @@ class Gateway:
     async def dashboard(self, request: Request) -> Response:
         from loader.gateway.dashboard import render
 
-        return HTMLResponse(await asyncio.to_thread(render, self.settings, self.staging))
+        params = dict(request.query_params)
+        return HTMLResponse(await asyncio.to_thread(render, self.settings, self.staging, params))
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:

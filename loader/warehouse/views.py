@@ -13,7 +13,12 @@ from loader.naming import quote, table_name
 from loader.resources import project_dir
 
 EMAIL_VIEWS = ("email_funnel", "email_funnel_by_message", "email_funnel_daily")  # dependencies first
-MESSAGE_VIEWS = ("message_funnel", "message_funnel_by_message", "message_funnel_daily")
+MESSAGE_VIEWS = (
+    "message_funnel",
+    "message_funnel_by_message",
+    "message_funnel_daily",
+    "message_funnel_daily_by_message",
+)
 
 # SPEC §8's seven channels, in the order the dashboard lists them.
 CHANNELS = ("email", "push", "sms", "in_app", "whatsapp", "webhook", "slack")
