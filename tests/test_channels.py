@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -280,3 +282,24 @@ def test_email_views_unchanged_beside_the_channel_views(landed: Settings) -> Non
         landed, "SELECT sent, delivered, opened, bounced FROM customer_io_prod.email_funnel_by_message"
     )
     assert email == {"sent": 3, "delivered": 2, "opened": 1, "bounced": 1}
+
+
+def readme_queries() -> list[str]:
+    """Every statement of the README's SQL examples (the analysts' section), comments dropped."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## For analysts") : readme.index("## The warehouse")]
+    blocks = re.findall(r"```sql\n(.*?)```", section, re.S)
+    statements = []
+    for block in blocks:
+        code = "\n".join(line for line in block.splitlines() if not line.lstrip().startswith("--"))
+        statements += [s.strip() for s in code.split(";") if s.strip()]
+    return statements
+
+
+def test_the_readme_queries_run_on_every_warehouse(landed: Settings) -> None:
+    statements = readme_queries()
+    assert len(statements) >= 10  # the email examples and one per channel
+    for sql in statements:
+        service.query(landed, sql)  # raises QueryError with the warehouse's words if one is wrong
+    [sms] = rows(landed, next(s for s in statements if "reply_rate" in s and "'sms'" in s))
+    assert sms["reply_rate"] == pytest.approx(1 / 3) and sms["click_rate"] == pytest.approx(1 / 3)
