@@ -459,6 +459,63 @@ def bench_maintenance(work: Path, results: dict[str, Any]) -> None:
     results["maint_query_ms_last"] = round(query_ms[-1], 1)
 
 
+YEAR_PER_DAY = 100 if QUICK else 1000
+
+
+def bench_year(work: Path, results: dict[str, Any]) -> None:
+    """A year of every channel's deliveries in the lake (bench/year.py): how long the dashboard takes to
+    answer (its default page, and one channel and message over the whole year), and each §8 view."""
+    from year import year_bodies
+
+    from loader import service
+    from loader.gateway.dashboard import render
+    from loader.staging import Incoming
+    from loader.transform import event_key, id_of_key
+    from loader.warehouse.maintenance import maintenance_statements
+
+    settings = Settings.from_env({"LOADER_DATA_DIR": str(work / "year")}, env_file=None)
+    added = service.source_add(settings, "Year", write_key=KEY)
+    with service.services(settings, staging_synchronous="NORMAL") as (staging, warehouse):
+        chunk: list[Incoming] = []
+        total = 0
+        for raw in year_bodies(YEAR_PER_DAY):
+            key = event_key(added.source.id, json.loads(raw), raw)
+            chunk.append(
+                Incoming(added.source.id, id_of_key(key), time.time(), "127.0.0.1", raw, event_key=key)
+            )
+            if len(chunk) == 5000:
+                staging.append(chunk)
+                total, chunk = total + len(chunk), []
+        staging.append(chunk)
+        total += len(chunk)
+        service.tune_for_flush()
+        lander = service.make_lander(settings, staging, warehouse)
+        lander.drain()
+        lander.writer.run_alone(maintenance_statements(0))  # as serve's maintenance leaves it
+        lander.close()
+        pages = {
+            "default": {},
+            "message_year": {
+                "channel": "push",
+                "message": "3::::102",
+                "from": "2024-01-01",
+                "to": "2024-12-30",
+            },
+        }
+        for name, params in pages.items():
+            times = []
+            for _ in range(3):
+                started = time.perf_counter()
+                render(settings, staging, params)
+                times.append(time.perf_counter() - started)
+            results[f"year_dashboard_{name}_s"] = round(statistics.median(times), 2)
+    results["year_events"] = total
+    for view in ("message_funnel", "message_funnel_by_message", "message_funnel_daily"):
+        started = time.perf_counter()
+        service.query(settings, f"SELECT count(*) FROM year.{view}")
+        results[f"year_{view}_s"] = round(time.perf_counter() - started, 2)
+
+
 def bench_dlt(work: Path, bodies: list[bytes], results: dict[str, Any]) -> None:
     try:
         import dlt
@@ -538,6 +595,10 @@ def print_table(results: dict[str, Any]) -> None:
         ("files on disk per table, at most", "maint_disk_files_per_table_max", ""),
         ("a small batch, first / last tenth, ms (median)", "maint_land_ms", "not growing"),
         ("count + funnel query, first / last, ms", "maint_query_ms", "not growing"),
+        ("a year of every channel in the lake, events", "year_events", ""),
+        ("dashboard on it: default page, s (median of 3)", "year_dashboard_default_s", ""),
+        ("dashboard on it: one message over the year, s", "year_dashboard_message_year_s", ""),
+        ("message_funnel / _by_message / _daily on it, s", "year_views_s", ""),
     ]
     if results.get("maint_land_ms_first_tenth") is not None:
         results = {
@@ -546,6 +607,9 @@ def print_table(results: dict[str, Any]) -> None:
             f"{results['maint_land_ms_last_tenth']}",
             "maint_query_ms": f"{results['maint_query_ms_first']} / {results['maint_query_ms_last']}",
         }
+    if results.get("year_message_funnel_s") is not None:
+        views = ("message_funnel", "message_funnel_by_message", "message_funnel_daily")
+        results = {**results, "year_views_s": " / ".join(str(results[f"year_{v}_s"]) for v in views)}
     if results.get("bare_ack_p50_ms") is not None:
         results = {**results, "bare_ack_ms": f"{results['bare_ack_p50_ms']} / {results['bare_ack_p99_ms']}"}
     width = max(len(r[0]) for r in rows)
@@ -575,6 +639,10 @@ def main() -> int:
             except Exception as exc:  # a benchmark reports what it could not measure; it does not fail
                 results[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
         bodies: list[bytes] = []
+        try:
+            bench_year(work, results)
+        except Exception as exc:
+            results["year_error"] = f"{type(exc).__name__}: {exc}"
         try:
             bench_maintenance(work, results)
         except Exception as exc:

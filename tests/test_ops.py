@@ -24,7 +24,7 @@ from starlette.testclient import TestClient
 from loader import service
 from loader.settings import Settings
 from tests import test_channels
-from tests.conftest import ADMIN, ADMIN_PORT, post, rows
+from tests.conftest import ADMIN, ADMIN_PORT, post
 from tests.procs import Server, cli, loader_env
 from tests.test_funnel import scenario
 
@@ -89,51 +89,6 @@ def test_dashboard_shows_sources_and_funnel(client: TestClient, settings: Settin
     assert "<script" not in html and "http://" not in html.split("<body>")[1].replace(
         'xmlns="http://www.w3.org/2000/svg"', ""
     )
-
-
-def test_dashboard_every_channel_with_its_filters(client: TestClient, settings: Settings) -> None:
-    for event in test_channels.scenario():
-        assert post(client, event).status_code == 200
-    service.flush(settings)
-    page = client.get(ADMIN + "/").text
-    selector = re.search(r'<select name="channel">(.*?)</select>', page)
-    assert selector and re.findall(r'value="(\w+)"', selector.group(1)) == [
-        "email", "push", "sms", "in_app", "whatsapp", "webhook", "slack",
-    ]  # fmt: skip
-    assert 'value="2024-04-03"' in page and 'value="2024-05-02"' in page  # 30 days to the newest day
-
-    def channel_row(html: str, channel: str) -> list[str]:
-        row = re.search(rf"<tr[^>]*><td><a [^>]*>{channel}</a></td>(.*?)</tr>", html)
-        assert row, channel
-        return re.findall(r"<td>(.*?)</td>", row.group(1))
-
-    # deliveries, sent, delivered, opened, human opened, clicked, human clicked, converted, failed, replied,
-    # then the six rates: the figures test_channels computed by hand.
-    assert channel_row(page, "sms") == [
-        "4", "4", "3", "-", "-", "1", "1", "0", "1", "1", "75.0%", "-", "33.3%", "-", "0.0%", "25.0%",
-    ]  # fmt: skip
-    assert (
-        channel_row(page, "in_app")[:4] == ["4", "3", "-", "2"] and channel_row(page, "in_app")[11] == "66.7%"
-    )
-    assert channel_row(page, "slack")[6] == "0"  # a machine's click is not a human's
-
-    sms = client.get(ADMIN + "/", params={"channel": "sms", "from": "2024-04-30", "to": "2024-05-02"}).text
-    svg = sms[sms.index("<svg") : sms.index("</svg>")]
-    assert "<title>2024-05-01 reached: 3</title>" in svg and "opened" not in svg  # SMS reports no opens
-    assert all(label in svg for label in (">04-30<", ">05-01<", ">05-02<"))  # empty days keep their place
-    assert "2024-04-30 " not in svg and "2024-05-02 " not in svg
-    assert "human opened" not in sms.split("sms by day")[1]  # the channel's own tables leave it out
-
-    one = client.get(ADMIN + "/", params={"channel": "push", "message": "1::::11"}).text
-    assert "push by day: campaign 1 · action 11" in one and '<option value="1::::11" selected>' in one
-
-    hostile = {"channel": "sms'; DROP TABLE x;--", "from": "yesterday", "message": "1) OR (1=1"}
-    odd = client.get(ADMIN + "/", params=hostile)
-    assert odd.status_code == 200
-    assert "unknown channel" in odd.text and "is not a day" in odd.text and "not a message key" in odd.text
-    assert rows(settings, "SELECT count(*) AS n FROM customer_io_prod.tracks") == [
-        {"n": len(test_channels.scenario())}
-    ]
 
 
 def test_dashboard_escapes_source_names(settings: Settings) -> None:

@@ -116,15 +116,24 @@ def _with_rates(rows: Any) -> list[dict[str, Any]]:
     out = []
     for row in rows:
         record = dict(row)
+        for column in COUNTS:  # PostgreSQL sums as numeric, DuckDB as HUGEINT: plain ints for rates
+            if record.get(column) is not None:
+                record[column] = int(record[column])
         record["reached"] = record["delivered"] if record["delivered"] is not None else record["sent"]
         out.append({**record, **rates(record)})
     return out
 
 
-def _range(conn: Connection, view: str, filters: Filters) -> tuple[dt.date, dt.date]:
-    """The reader's days, else the DEFAULT_DAYS up to the newest day landed; at most MAX_DAYS."""
-    newest = conn.execute(text(f"SELECT MAX(day) FROM {view}")).scalar()
-    end = filters.end or _as_date(newest) or dt.datetime.now(dt.UTC).date()
+def _range(conn: Connection, schema: str, filters: Filters) -> tuple[dt.date, dt.date]:
+    """The reader's days, else the DEFAULT_DAYS up to the newest event's UTC day; at most MAX_DAYS. The
+    newest day is read from `tracks` (one column's maximum), not from the view, which would be computed
+    whole for one date."""
+    end = filters.end
+    if end is None:
+        newest = conn.execute(
+            text(f"SELECT MAX(original_timestamp) FROM {qualified(schema, 'tracks')}")
+        ).scalar()
+        end = _utc_day(newest) or dt.datetime.now(dt.UTC).date()
     start = filters.start or end - dt.timedelta(days=DEFAULT_DAYS - 1)
     if start > end:
         start, end = end, start
@@ -134,53 +143,65 @@ def _range(conn: Connection, view: str, filters: Filters) -> tuple[dt.date, dt.d
     return start, end
 
 
-def _as_date(value: Any) -> dt.date | None:
-    if value is None:
-        return None
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
+def _utc_day(value: Any) -> dt.date | None:
+    if isinstance(value, dt.datetime):
+        return (value.astimezone(dt.UTC) if value.tzinfo else value).date()
+    if isinstance(value, dt.date):
+        return value
+    return None if value is None else dt.date.fromisoformat(str(value)[:10])
 
 
 def read(conn: Connection, schema: str, filters: Filters) -> Funnel:
+    """One pass over the view for the range: totals per channel, per channel and day, per channel and
+    message (GROUPING SETS); a second only when one message's days are asked for."""
     view = qualified(schema, VIEW)
-    start, end = _range(conn, view, filters)
+    start, end = _range(conn, schema, filters)
     span = {"start": start, "end": end}
-    channels = _with_rates(
-        conn.execute(
-            text(f"SELECT channel, {_SUMS} FROM {view} WHERE day BETWEEN :start AND :end GROUP BY channel"),
-            span,
-        ).mappings()
-    )
-    by_channel = {r["channel"]: r for r in channels}
-    channel = filters.channel or next((c for c in CHANNELS if c in by_channel), CHANNELS[0])
-    where, params = "channel = :channel AND day BETWEEN :start AND :end", {**span, "channel": channel}
     ids = ", ".join(IDS)
-    messages = _with_rates(
-        conn.execute(
-            text(
-                f"SELECT {ids}, {_SUMS} FROM {view} WHERE {where} GROUP BY {ids} "
-                f"ORDER BY SUM(deliveries) DESC, {ids} LIMIT {MAX_MESSAGES}"
-            ),
-            params,
-        ).mappings()
-    )
+    grouped = conn.execute(
+        text(
+            f"SELECT channel, day, {ids}, GROUPING(day) AS all_days, GROUPING({IDS[0]}) AS all_messages, "
+            f"{_SUMS} FROM {view} WHERE day BETWEEN :start AND :end "
+            f"GROUP BY GROUPING SETS ((channel), (channel, day), (channel, {ids}))"
+        ),
+        span,
+    ).mappings()
+    totals: dict[str, dict[str, Any]] = {}
+    days: dict[str, list[dict[str, Any]]] = {}
+    messages: dict[str, list[dict[str, Any]]] = {}
+    for row in _with_rates(grouped):
+        if row["all_days"] and row["all_messages"]:
+            totals[row["channel"]] = row
+        elif not row["all_days"]:
+            row["day"] = _utc_day(row["day"])
+            days.setdefault(row["channel"], []).append(row)
+        else:
+            messages.setdefault(row["channel"], []).append(row)
+    channel = filters.channel or next((c for c in CHANNELS if c in totals), CHANNELS[0])
+    mine = sorted(days.get(channel, []), key=lambda r: r["day"])
     if filters.message is not None:
+        where, params = "channel = :channel AND day BETWEEN :start AND :end", {**span, "channel": channel}
         for column, value in zip(IDS, filters.message, strict=True):
             where += f" AND {column} IS NULL" if value is None else f" AND {column} = :{column}"
             if value is not None:
                 params[column] = value
-    days = _with_rates(
-        conn.execute(
-            text(f"SELECT day, {_SUMS} FROM {view} WHERE {where} GROUP BY day ORDER BY day"), params
-        ).mappings()
+        mine = _with_rates(
+            conn.execute(
+                text(f"SELECT day, {_SUMS} FROM {view} WHERE {where} GROUP BY day ORDER BY day"), params
+            ).mappings()
+        )
+        for row in mine:
+            row["day"] = _utc_day(row["day"])
+    top = sorted(
+        messages.get(channel, []),
+        key=lambda r: (-(r["deliveries"] or 0), tuple((v is None, v or 0) for v in (r[c] for c in IDS))),
     )
-    for row in days:
-        row["day"] = _as_date(row["day"])
     return Funnel(
         channel=channel,
         start=start,
         end=end,
         message=filters.message,
-        channels=[by_channel.get(c) or {"channel": c} for c in CHANNELS],
-        days=days,
-        messages=messages,
+        channels=[totals.get(c) or {"channel": c} for c in CHANNELS],
+        days=mine,
+        messages=top[:MAX_MESSAGES],
     )

@@ -68,6 +68,11 @@ class AdvisoryLock:
             self._conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (self.KEY,))
 
 
+def landing_lock(lake: Lake) -> FileLock | AdvisoryLock:
+    """The lock landers of this lake take turns on (and whoever else writes rows into its tables)."""
+    return FileLock(lake.location + ".land-lock") if lake.catalog == "sqlite" else AdvisoryLock(lake)
+
+
 class LakeWriter(DuckDBSqlWriter):
     """DuckDB's writer on a lake: it keeps its connection (nothing waits for the lake to be let go) and
     lands each batch under the lake's landing lock."""
@@ -78,8 +83,7 @@ class LakeWriter(DuckDBSqlWriter):
     def __init__(self, engine: Engine, threads: int | None = None) -> None:
         super().__init__(engine, threads)
         self.lake = Lake.from_url(engine.url)
-        sqlite = self.lake.catalog == "sqlite"
-        self._lock = FileLock(self.lake.location + ".land-lock") if sqlite else AdvisoryLock(self.lake)
+        self._lock = landing_lock(self.lake)
 
     def run_alone(self, statements: list[str]) -> None:
         """Run statements, each committing on its own, while no lander lands. A merge's new files are

@@ -50,3 +50,7 @@ def upgrade(engine: Engine, schema: str, revision: str = "head") -> None:
             command.upgrade(cfg, revision)
 
     retry_busy(run, timeout_s=30.0, turns=Turns.of(engine.url))
+    if lake.is_lake(engine.url):
+        from loader.warehouse.lake_stats import give_empty_tables_stats
+
+        give_empty_tables_stats(engine, schema)
