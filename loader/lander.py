@@ -176,8 +176,11 @@ class Lander:
         lands)."""
         token = claim_token()
         claimed = self.staging.claim(limit, self.lease_s, token)
-        parsed, sources = self._parse(claimed) if parse and claimed else (None, None)
-        return Claimed(token, limit, claimed, parsed, sources)
+        kept = self.staging.drop_seen(claimed) if claimed else claimed  # late retries of archived events
+        if claimed and not kept:
+            self.staging.release(token)
+        parsed, sources = self._parse(kept) if parse and kept else (None, None)
+        return Claimed(token, limit - (len(claimed) - len(kept)), kept, parsed, sources)
 
     def _parse(self, claimed: list[Staged]) -> tuple[Any, dict[str, Source] | None]:
         """The writer's work ahead on a batch and the source map it used, which the landing then takes

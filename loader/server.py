@@ -23,6 +23,8 @@ from loader.supervise import Supervised
 
 if TYPE_CHECKING:
     from loader.lander import Lander
+    from loader.staging import Staging
+    from loader.staging.archive import Archive
     from loader.warehouse.maintenance import Maintenance
 
 # The process that holds the sockets imports no database library: the lander's and migrations' imports
@@ -31,6 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("loader.lander")
 
 ARCHIVE_PURGE_EVERY_S = 3600.0
+# Landed bodies go to the archive once a minute: a file per source and day each time (~1,440 a day at
+# most), and staging holds at most a minute of landed bodies.
+ARCHIVE_EVERY_S = 60.0
 LANDER_NICENESS = 10
 # Under `loader serve` the lander keeps to one core: DuckDB gets one thread, and the next batch is not
 # parsed ahead on a second one. The other core answers Customer.io (and a second batch in flight cost
@@ -78,6 +83,7 @@ def lander_loop(settings: Settings, stop: threading.Event) -> None:
     logs.setup(settings.log_json)
     from loader.lander import collect_less
     from loader.service import make_lander, services
+    from loader.staging.archive import Archive
     from loader.warehouse.arrow import use_jemalloc_allocator  # here: the gateway never loads pyarrow
     from loader.warehouse.maintenance import Maintenance
 
@@ -110,6 +116,8 @@ def lander_loop(settings: Settings, stop: threading.Event) -> None:
         )
         backoff = Backoff(first=0.1, cap=5.0)
         next_purge = time.monotonic()
+        next_archive = time.monotonic()
+        archive = Archive(settings.archive_path)
         maintenance = Maintenance(warehouse, settings.lake_maintenance_s, settings.lake_keep_s)
         while not stop.is_set() and os.getppid() == parent:
             try:
@@ -134,14 +142,34 @@ def lander_loop(settings: Settings, stop: threading.Event) -> None:
                     "batch had %d value(s) that did not fit their column (see rudder_discards)",
                     result.discards,
                 )
-            if settings.archive_retention_days > 0 and time.monotonic() >= next_purge:
-                staging.purge_archive(settings.archive_retention_days * 86400.0)
-                next_purge = time.monotonic() + ARCHIVE_PURGE_EVERY_S
+            if time.monotonic() >= next_archive:
+                archive_now(settings, staging, archive, purge=time.monotonic() >= next_purge)
+                next_purge = max(next_purge, time.monotonic() + ARCHIVE_PURGE_EVERY_S)
+                next_archive = time.monotonic() + ARCHIVE_EVERY_S
             if maintenance.due():
                 maintain(maintenance, lander)
             if not result.full:
                 stop.wait(rest_after(result.millis / 1000, settings.flush_interval_s))
         lander.close()
+
+
+def archive_now(settings: Settings, staging: Staging, archive: Archive, purge: bool) -> None:
+    """Move landed bodies to the archive; with `purge`, also forget events past the dedup window and
+    delete archived days past the retention. A failure is logged and tried again at the next turn:
+    the bodies stay in staging meanwhile."""
+    from loader.staging.archiving import DEDUP_WINDOW_S, archive_landed
+
+    try:
+        moved = archive_landed(staging, archive)
+        if moved:
+            log.info("archived %d bodies", moved)
+        if purge:
+            staging.purge_seen(DEDUP_WINDOW_S)
+            if settings.archive_retention_days > 0:
+                archive.purge(settings.archive_retention_days)
+    except Exception as exc:
+        m().lander_errors.labels("archive").inc()
+        log.warning("archiving failed (%s: %s); trying again later", type(exc).__name__, exc)
 
 
 def maintain(maintenance: Maintenance, lander: Lander) -> None:

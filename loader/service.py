@@ -17,7 +17,9 @@ from loader.errors import ConfigError, QueryError, SourceExistsError
 from loader.lander import BatchResult, Lander, collect_less
 from loader.naming import qualified, schema_name
 from loader.settings import Settings
-from loader.staging import LANDED, PENDING, QUARANTINED, Staging
+from loader.staging import LANDED, PENDING, QUARANTINED, Incoming, Staging
+from loader.staging.archive import Archive
+from loader.staging.archiving import archive_landed, read_archived
 from loader.staging.sources import Source, add_source, find_source, load_sources
 from loader.staging.store import make_staging_engine
 from loader.warehouse.engine import (
@@ -122,6 +124,11 @@ def migrate_all(settings: Settings) -> list[str]:
         schemas = [s.schema for s in load_sources(staging)]
         for schema in schemas:
             upgrade(warehouse, schema)
+        # Staging of an older version kept every landed body: they move to the archive, and the file
+        # is rewritten once to give their pages back.
+        moved = archive_landed(staging, Archive(settings.archive_path))
+        if staging.compact_fully():
+            log.info("staging compacted (%d archived bodies moved out)", moved)
     return schemas
 
 
@@ -159,9 +166,14 @@ def flush(
         upto = staging.last_seq()
         lander = make_lander(settings, staging, warehouse)
         try:
-            return lander.drain(on_batch, max_wait_s, upto=upto)
+            added = lander.drain(on_batch, max_wait_s, upto=upto)
         finally:
             lander.close()
+        try:
+            archive_landed(staging, Archive(settings.archive_path))
+        except OSError as exc:  # the bodies stay in staging; the next flush or serve archives them
+            log.warning("archiving landed bodies failed (%s); they stay in staging for now", exc)
+        return added
 
 
 def query(settings: Settings, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -248,7 +260,31 @@ def replay(
     aside again)."""
     with services(settings) as (staging, _):
         source = find_source(staging, source_name)
-        return staging.mark_for_replay(source.id, since, until, quarantined)
+        queued = staging.mark_for_replay(source.id, since, until, quarantined)
+        if not quarantined:  # quarantined bodies never leave staging
+            queued += requeue_archived(staging, Archive(settings.archive_path), source.id, since, until)
+        return queued
+
+
+def requeue_archived(
+    staging: Staging, archive: Archive, source_id: str, since: float | None, until: float | None
+) -> int:
+    """Append a source's archived bodies (in a time range) to staging again, to replace their rows."""
+    queued = 0
+    chunk: list[Incoming] = []
+    for row in read_archived(archive, source_id, since, until):
+        assert row.message_id is not None  # read_archived gives every id
+        chunk.append(
+            Incoming(
+                source_id, row.message_id, row.received_at, row.request_ip, row.body,
+                event_key=row.event_key, replay=True,
+            )
+        )  # fmt: skip
+        if len(chunk) == 5000:
+            staging.append(chunk)
+            queued, chunk = queued + len(chunk), []
+    staging.append(chunk)
+    return queued + len(chunk)
 
 
 def require_source(staging: Staging, name: str) -> Source:

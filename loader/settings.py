@@ -46,6 +46,7 @@ class Settings:
     flush_interval_s: float = 0.1
     claim_lease_s: float = 60.0
     archive_retention_days: int = 0
+    archive_dir: str = ""  # empty: <data_dir>/archive
     log_json: bool = False
     lake_maintenance_s: float = 30.0
     lake_keep_s: float = 600.0
@@ -89,6 +90,9 @@ class Settings:
             flush_interval_s=_positive(env, "LOADER_FLUSH_INTERVAL_S", 0.1),
             claim_lease_s=_positive(env, "LOADER_CLAIM_LEASE_S", 60.0),
             archive_retention_days=_retention_days(env),
+            archive_dir=str(
+                Path(env.get("LOADER_ARCHIVE_DIR") or data_dir / "archive").expanduser().resolve()
+            ),
             log_json=env.get("LOADER_LOG_JSON", "").lower() in ("1", "true", "yes"),
             lake_maintenance_s=_positive(env, "LOADER_LAKE_MAINTENANCE_S", 30.0),
             lake_keep_s=_positive(env, "LOADER_LAKE_KEEP_S", 600.0),
@@ -101,6 +105,10 @@ class Settings:
                 "LOADER_MAX_BODY_BYTES (larger bodies are kept in quarantine), got "
                 f"{self.max_kept_body_bytes} < {self.max_body_bytes}"
             )
+
+    @property
+    def archive_path(self) -> Path:
+        return Path(self.archive_dir) if self.archive_dir else self.data_dir / "archive"
 
     def ensure_data_dir(self) -> None:
         """Create the data folder that the embedded defaults live in."""

@@ -84,9 +84,10 @@ def test_backfill_is_idempotent(tmp_path: Path, settings: Settings, source: serv
     assert (result.lines, result.quarantined, result.landed) == (len(bodies) + 1, 1, distinct)
     assert backfill(settings, str(file), "Customer IO Prod", progress=False).landed == 0
     assert rows(settings, "SELECT count(*) AS n FROM customer_io_prod.tracks") == [{"n": distinct}]
-    # Staging's archive forgets (retention); the warehouse still has the rows: nothing lands twice.
+    # Staging forgets the events (past the dedup window); the warehouse still has the rows: nothing
+    # lands twice.
     with service.services(settings) as (staging, _):
-        assert staging.purge_archive(older_than_s=-10) == distinct
+        assert staging.purge_seen(older_than_s=-10) == distinct
     again = backfill(settings, str(file), "Customer IO Prod", progress=False)
     assert (again.landed, again.already_landed) == (0, distinct)
     assert rows(settings, "SELECT count(*) AS n FROM customer_io_prod.tracks") == [{"n": distinct}]
@@ -134,21 +135,30 @@ def _fail(env: dict[str, str], *args: str) -> str:
     return proc.stderr.decode()
 
 
-def test_archive_retention_drops_only_old_landed_bodies(client: TestClient, settings: Settings) -> None:
+def test_archive_retention_drops_only_old_archived_days(client: TestClient, settings: Settings) -> None:
+    import datetime as dt
+
     from loader.staging import Staging
+    from loader.staging.archive import Archive
+    from loader.staging.archiving import read_archived
 
     post(client, payload("04_legacy_email_clicked.json"))
     service.flush(settings)
     post(client, payload("05_legacy_email_bounced_newsletter.json"))
     post(client, b"junk")
+    archive = Archive(settings.archive_path)
+    [source_id] = [p.name for p in settings.archive_path.iterdir()]
+    assert len(list(read_archived(archive, source_id, None, None))) == 1
+    today = dt.datetime.now(dt.UTC).date()
+    assert archive.purge(older_than_days=30) == 0
+    assert archive.purge(older_than_days=30, today=today + dt.timedelta(days=31)) == 1
+    assert list(read_archived(archive, source_id, None, None)) == []
     staging = Staging(settings.staging_url)
     try:
-        assert staging.purge_archive(older_than_s=3600) == 0
-        assert staging.purge_archive(older_than_s=-10) == 1  # the landed one; pending and quarantined stay
         counts = {s: n for c in staging.counts().values() for s, n in c.items()}
     finally:
         staging.dispose()
-    assert counts == {0: 1, 2: 1}
+    assert counts == {0: 1, 1: 1, 2: 1}  # pending and quarantined stay in staging; one landed
 
 
 def test_a_body_posted_again_after_its_archive_was_purged_lands_once(
@@ -165,7 +175,7 @@ def test_a_body_posted_again_after_its_archive_was_purged_lands_once(
         assert post(client, body).status_code == 200
     service.flush(settings)
     with service.services(settings) as (staging, _):
-        assert staging.purge_archive(older_than_s=-10) == 2
+        assert staging.purge_seen(older_than_s=-10) == 2
     for body in bodies:
         assert post(client, body).status_code == 200  # staging no longer knows it: staged again
     service.flush(settings)

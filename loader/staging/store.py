@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, and_, create_engine, delete, event, func, inspect, select, text, update
+from sqlalchemy import Engine, and_, case, create_engine, delete, event, func, inspect, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from loader.errors import TransientError
 from loader.staging.claims import CLAIMS, LANDED, PENDING, QUARANTINED, Claims, claim_token
-from loader.staging.tables import metadata, staged
+from loader.staging.tables import archive_totals, metadata, seen, staged
 
 __all__ = [
     "LANDED",
@@ -58,6 +58,7 @@ class Incoming:
     # What staging keeps unique: the name message_id was derived from (loader.transform.event_key);
     # None: the message id itself (for callers that make up their own ids).
     event_key: str | None = None
+    replay: bool = False  # a body taken back from the archive to land again (it replaces its rows)
 
 
 # A key longer than this, or with other than printable ASCII, is kept as its hash. The caller chooses the
@@ -189,7 +190,10 @@ class Staging:
 
     def create(self) -> None:
         """Create staging's tables if they are missing; give a staging file made before event_key the
-        column (its UNIQUE(message_id) keeps each event once, as event_key's index would)."""
+        column (its UNIQUE(message_id) keeps each event once, as event_key's index would). A new SQLite
+        file gets incremental auto-vacuum, so the pages of archived bodies can be given back."""
+        if self.dialect == "sqlite" and not inspect(self.engine).get_table_names():
+            self.compact_fully()  # an empty file: the VACUUM that switches the mode is instant
         metadata.create_all(self.engine)
         if not self._has_event_key():
             try:
@@ -219,7 +223,7 @@ class Staging:
                 "body": r.body,
                 "state": r.state,
                 "reason": r.reason,
-                "replay": False,
+                "replay": r.replay,
             }
             for r in records
         ]
@@ -315,12 +319,22 @@ class Staging:
         with self.engine.connect() as conn:
             for source_id, state, count in conn.execute(stmt):
                 out.setdefault(source_id, {})[state] = count
+            for source_id, bodies in conn.execute(
+                select(archive_totals.c.source_id, archive_totals.c.bodies)
+            ):
+                landed = out.setdefault(source_id, {})
+                landed[LANDED] = landed.get(LANDED, 0) + bodies
         return out
 
     def last_landed(self) -> dict[str, float]:
         stmt = select(staged.c.source_id, func.max(staged.c.landed_at)).group_by(staged.c.source_id)
+        archived = select(archive_totals.c.source_id, archive_totals.c.last_landed_at)
+        out: dict[str, float] = {}
         with self.engine.connect() as conn:
-            return {s: t for s, t in conn.execute(stmt) if t is not None}
+            for source_id, at in [*conn.execute(stmt), *conn.execute(archived)]:
+                if at is not None and at > out.get(source_id, 0.0):
+                    out[source_id] = at
+        return out
 
     def quarantined(self, source_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Bodies that could not be read, newest first, with their reason."""
@@ -345,10 +359,125 @@ class Staging:
                 update(staged).where(and_(*cond)).values(state=PENDING, replay=True, landed_at=None)
             ).rowcount
 
-    def purge_archive(self, older_than_s: float) -> int:
-        """Drop landed bodies older than the retention; pending and quarantined ones stay."""
+    # The archive's side of staging (loader.staging.archiving moves landed bodies out).
+
+    def landed(self, limit: int) -> list[dict[str, Any]]:
+        """The oldest landed bodies still in staging, to archive."""
+        names = ("seq", "source_id", "message_id", "event_key", "received_at", "request_ip", "landed_at")
+        cols = [staged.c[n] for n in names]
+        stmt = (
+            select(*cols, staged.c.body).where(staged.c.state == LANDED).order_by(staged.c.seq).limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(stmt)]
+
+    def forget_archived(self, rows: Sequence[dict[str, Any]], written: Sequence[dict[str, Any]]) -> int:
+        """In one transaction: remember each archived event for the dedup window, delete its body from
+        staging (unless a replay took it back meanwhile), and add the `written` ones to the totals."""
+        if not rows:
+            return 0
+        records = [{"key": seen_key(r["message_id"]), "received_at": r["received_at"]} for r in rows]
+        dialect = sqlite if self.dialect == "sqlite" else postgresql
+        totals: dict[str, dict[str, Any]] = {}
+        for r in written:
+            total = totals.setdefault(r["source_id"], {"source_id": r["source_id"], "bodies": 0, "last": 0.0})
+            total["bodies"] += 1
+            total["last"] = max(total["last"], r["landed_at"] or 0.0)
+        with self.engine.begin() as conn:
+            conn.execute(dialect.insert(seen).on_conflict_do_nothing(), records)
+            for total in totals.values():
+                add = dialect.insert(archive_totals).values(
+                    source_id=total["source_id"], bodies=total["bodies"], last_landed_at=total["last"]
+                )
+                was = archive_totals.c
+                conn.execute(
+                    add.on_conflict_do_update(
+                        index_elements=[was.source_id],
+                        set_={
+                            "bodies": was.bodies + add.excluded.bodies,
+                            "last_landed_at": case(
+                                (add.excluded.last_landed_at > func.coalesce(was.last_landed_at, 0.0),
+                                 add.excluded.last_landed_at),
+                                else_=was.last_landed_at,
+                            ),
+                        },
+                    )
+                )  # fmt: skip
+            removed = 0
+            seqs = [r["seq"] for r in rows]
+            for start in range(0, len(seqs), 5000):
+                chunk = seqs[start : start + 5000]
+                removed += conn.execute(
+                    delete(staged).where(staged.c.seq.in_(chunk), staged.c.state == LANDED)
+                ).rowcount
+        return removed
+
+    def seen_among(self, message_ids: Sequence[str]) -> set[str]:
+        """Which of these events were archived within the dedup window (a retry of one lands nothing)."""
+        by_key = {seen_key(m): m for m in message_ids}
+        found: set[str] = set()
+        keys = list(by_key)
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), 5000):
+                stmt = select(seen.c.key).where(seen.c.key.in_(keys[start : start + 5000]))
+                found.update(by_key[bytes(k)] for (k,) in conn.execute(stmt))
+        return found
+
+    def drop_seen(self, rows: list[Staged]) -> list[Staged]:
+        """Claimed bodies less those whose event was archived already (a late retry): those are deleted
+        from staging; replays are kept."""
+        fresh = [r.message_id for r in rows if not r.replay]
+        dupes = self.seen_among(fresh) if fresh else set()
+        if not dupes:
+            return rows
+        drop = [r.seq for r in rows if not r.replay and r.message_id in dupes]
+        with self.engine.begin() as conn:
+            for start in range(0, len(drop), 5000):
+                conn.execute(delete(staged).where(staged.c.seq.in_(drop[start : start + 5000])))
+        gone = set(drop)
+        return [r for r in rows if r.seq not in gone]
+
+    def purge_seen(self, older_than_s: float) -> int:
+        """Forget archived events received before the dedup window."""
         cutoff = time.time() - older_than_s
         with self.engine.begin() as conn:
-            return conn.execute(
-                delete(staged).where(staged.c.state == LANDED, staged.c.received_at < cutoff)
-            ).rowcount
+            return conn.execute(delete(seen).where(seen.c.received_at < cutoff)).rowcount
+
+    def compact(self) -> None:
+        """Give the pages archived bodies left free back to the file system (SQLite files made with
+        incremental auto-vacuum; an older file is converted once by `loader migrate`: compact_fully)."""
+        if self.dialect == "sqlite":
+            raw = self.engine.raw_connection()
+            try:
+                # Each step of the pragma frees one page, and the driver's execute steps once:
+                # executescript steps it to the end.
+                raw.driver_connection.executescript("PRAGMA incremental_vacuum;")  # type: ignore[union-attr]
+            finally:
+                raw.close()
+            self.checkpoint_wal()  # and the WAL that freeing them grew, when no reader holds it
+
+    def compact_fully(self) -> bool:
+        """Switch an older SQLite staging file to incremental auto-vacuum, rewriting it once (VACUUM holds
+        staging for as long as that takes); False when there was nothing to do."""
+        if self.dialect != "sqlite":
+            return False
+        with self.engine.connect() as conn:
+            if conn.exec_driver_sql("PRAGMA auto_vacuum").scalar() == 2:
+                return False
+        raw = self.engine.raw_connection()
+        try:
+            raw.driver_connection.isolation_level = None  # type: ignore[union-attr]
+            raw.driver_connection.execute("PRAGMA auto_vacuum = INCREMENTAL")  # type: ignore[union-attr]
+            raw.driver_connection.execute("VACUUM")  # type: ignore[union-attr]
+        finally:
+            raw.close()
+        return True
+
+    def seen_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(seen)).scalar_one())
+
+
+def seen_key(message_id: str) -> bytes:
+    """The 16 bytes staging remembers an archived event by."""
+    return hashlib.blake2b(message_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()

@@ -58,6 +58,27 @@ staged = Table(
     Index("ix_loader_staged_claim", "claim_token").ddl_if(dialect="postgresql"),
 )
 
+# The record of each archived event for the dedup window (SPEC: 8 days past Customer.io's 7 of retries):
+# a 16-byte hash of its message id, so a late retry of a body that left staging for the archive is
+# known. Without rowid in SQLite: the key is the row, ~30 bytes an event.
+seen = Table(
+    "loader_seen",
+    metadata,
+    Column("key", LargeBinary(16), primary_key=True),
+    Column("received_at", Float, nullable=False),  # purged past the window by a scan, once an hour
+    sqlite_with_rowid=False,
+)
+
+# Per source, how many bodies went to the archive and when the last of them landed: staging's counts
+# once the bodies themselves have left it (status, the dashboard, /metrics).
+archive_totals = Table(
+    "loader_archive_totals",
+    metadata,
+    Column("source_id", String(36), primary_key=True),
+    Column("bodies", BigInteger, nullable=False),
+    Column("last_landed_at", Float, nullable=True),
+)
+
 # SQLite's claims (loader.staging.claims.ClaimRows): one narrow row per claim, not one write per body.
 claims = Table(
     "loader_claims",
