@@ -141,15 +141,22 @@ def cmd_attach_sql(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    from loader import service
+    from loader import disk, service
+    from loader.disk import human
 
     rows = service.status(settings)
     if args.json:
         print(_json(rows))
-    elif rows:
-        _print_table(list(rows[0].keys()), [list(r.values()) for r in rows])
+        return 0
+    if rows:
+        shown = [{**r, **{k: human(r[k]) for k in r if k.endswith("_bytes")}} for r in rows]
+        _print_table(list(shown[0].keys()), [list(r.values()) for r in shown])
     else:
         print("no sources yet: loader source add NAME")
+    d = disk.summary(settings)
+    print(disk.describe(d))
+    if d["warning"]:
+        print(f"warning: {d['warning']}", file=sys.stderr)
     return 0
 
 

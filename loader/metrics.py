@@ -69,8 +69,9 @@ def _make() -> Any:
     )
 
 
-def render(staging: Any) -> tuple[bytes, str]:
-    """The exposition text: process-shared metrics plus per-source staging counts."""
+def render(staging: Any, settings: Any = None) -> tuple[bytes, str]:
+    """The exposition text: process-shared metrics, per-source staging counts, and (given the settings)
+    disk use per part and the free space where the data folder is."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from prometheus_client.core import GaugeMetricFamily
 
@@ -99,6 +100,28 @@ def render(staging: Any) -> tuple[bytes, str]:
                 for source_id, schema in names.items():
                     family.add_metric([schema], counts.get(source_id, {}).get(state, 0))
                 yield family
+            if settings is not None:
+                yield from disk_families(settings)
+
+    def disk_families(settings: Any) -> Any:
+        from loader import disk
+
+        parts = GaugeMetricFamily("loader_disk_bytes", "Bytes on this host's disk, by part", labels=["part"])
+        for part, size in (
+            ("staging", disk.staging_bytes(settings)),
+            ("archive", disk.archive_bytes(settings)),
+            ("warehouse", disk.warehouse_bytes(settings)),
+        ):
+            if size is not None:  # a part on a server is measured by its own tools
+                parts.add_metric([part], size)
+        yield parts
+        free = disk.free_space(settings)
+        yield GaugeMetricFamily(
+            "loader_disk_free_bytes", "Free bytes where the data folder is", value=free.free_bytes
+        )
+        yield GaugeMetricFamily(
+            "loader_disk_total_bytes", "Size of the disk the data folder is on", value=free.total_bytes
+        )
 
     per_source = CollectorRegistry()
     per_source.register(StagingCollector())

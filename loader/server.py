@@ -6,6 +6,7 @@ a lander thread inside the web process cut throughput by a fifth and multiplied 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -36,6 +37,8 @@ ARCHIVE_PURGE_EVERY_S = 3600.0
 # Landed bodies go to the archive once a minute: a file per source and day each time (~1,440 a day at
 # most), and staging holds at most a minute of landed bodies.
 ARCHIVE_EVERY_S = 60.0
+DISK_WARN_EVERY_S = 600.0
+_disk_warned_at = -DISK_WARN_EVERY_S
 LANDER_NICENESS = 10
 # Under `loader serve` the lander keeps to one core: DuckDB gets one thread, and the next batch is not
 # parsed ahead on a second one. The other core answers Customer.io (and a second batch in flight cost
@@ -157,8 +160,17 @@ def archive_now(settings: Settings, staging: Staging, archive: Archive, purge: b
     """Move landed bodies to the archive; with `purge`, also forget events past the dedup window and
     delete archived days past the retention. A failure is logged and tried again at the next turn:
     the bodies stay in staging meanwhile."""
+    from loader.disk import free_space
     from loader.staging.archiving import DEDUP_WINDOW_S, archive_landed
 
+    global _disk_warned_at
+    with contextlib.suppress(OSError):
+        warning = free_space(settings).warning
+        if warning and time.monotonic() - _disk_warned_at >= DISK_WARN_EVERY_S:
+            log.warning(
+                "%s: archive elsewhere (LOADER_ARCHIVE_DIR), shorten its retention, or add space", warning
+            )
+            _disk_warned_at = time.monotonic()
     try:
         moved = archive_landed(staging, archive)
         if moved:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from loader import disk
 from loader.catalogue import DISCARDS_TABLE
 from loader.errors import ConfigError, QueryError, SourceExistsError
 from loader.lander import BatchResult, Lander, collect_less
@@ -230,6 +231,11 @@ def status(settings: Settings) -> list[dict[str, Any]]:
                     "last_landing": iso_time(last.get(source.id)),
                     "quarantined": c.get(QUARANTINED, 0),
                     "discards": _count_discards(warehouse, source.schema),
+                    # Disk use: staging is shared by every source; the archive and (on a lake) the
+                    # warehouse are the source's own folders.
+                    "staging_bytes": disk.staging_bytes(settings),
+                    "archive_bytes": disk.archive_bytes(settings, source.id),
+                    "warehouse_bytes": disk.warehouse_bytes(settings, source.schema),
                 }
             )
     return rows

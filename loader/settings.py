@@ -47,6 +47,7 @@ class Settings:
     claim_lease_s: float = 60.0
     archive_retention_days: int = 0
     archive_dir: str = ""  # empty: <data_dir>/archive
+    disk_warn_free_pct: float = 10.0
     log_json: bool = False
     lake_maintenance_s: float = 30.0
     lake_keep_s: float = 600.0
@@ -93,6 +94,7 @@ class Settings:
             archive_dir=str(
                 Path(env.get("LOADER_ARCHIVE_DIR") or data_dir / "archive").expanduser().resolve()
             ),
+            disk_warn_free_pct=_percent(env, "LOADER_DISK_WARN_FREE_PCT", 10.0),
             log_json=env.get("LOADER_LOG_JSON", "").lower() in ("1", "true", "yes"),
             lake_maintenance_s=_positive(env, "LOADER_LAKE_MAINTENANCE_S", 30.0),
             lake_keep_s=_positive(env, "LOADER_LAKE_KEEP_S", 600.0),
@@ -165,6 +167,13 @@ def _int(
 
 def _float(env: dict[str, str], name: str, default: float) -> float:
     return _number(env, name, default, float, "a number")
+
+
+def _percent(env: dict[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not 0 <= value <= 100:
+        raise ConfigError(f"{name} must be a percentage from 0 to 100, got {env.get(name)!r}")
+    return value
 
 
 def _positive(env: dict[str, str], name: str, default: float) -> float:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import random
 import string
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +186,34 @@ def test_an_older_staging_file_moves_its_landed_bodies_to_the_archive(tmp_path: 
     assert rows(settings, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM archive.tracks") == [
         {"n": len(bodies), "d": len(bodies)}
     ]
+
+
+def test_disk_use_per_part_and_a_nearly_full_disk(tmp_path: Path) -> None:
+    """status, /metrics and the dashboard give each part's bytes; below the free-space threshold (here
+    100%: always) /health, the dashboard and status warn, and /health still answers 200."""
+    from starlette.testclient import TestClient
+
+    from loader.gateway.app import create_app
+    from tests.conftest import ADMIN, ADMIN_PORT
+
+    env = loader_env(tmp_path / "data", LOADER_DISK_WARN_FREE_PCT="100")
+    settings = Settings.from_env(env, env_file=None)
+    service.source_add(settings, "Archive", write_key=KEY)
+    backfill(settings, tmp_path, realistic_bodies(500))
+    [row] = json.loads(cli(env, "status", "--json"))
+    assert row["archive_bytes"] > 0 and row["staging_bytes"] > 0 and row["warehouse_bytes"] > 0
+    proc = subprocess.run([sys.executable, "-m", "loader", "status"], env=env, capture_output=True, text=True)
+    assert "disk: staging" in proc.stdout and "disk nearly full" in proc.stderr
+    with TestClient(create_app(settings, admin_port=ADMIN_PORT)) as client:
+        health = client.get("/health")
+        assert health.status_code == 200 and "disk nearly full" in health.json()["warning"]
+        metrics = client.get(ADMIN + "/metrics").text
+        for part in ("staging", "archive", "warehouse"):
+            assert f'loader_disk_bytes{{part="{part}"}}' in metrics
+        assert "loader_disk_free_bytes" in metrics
+        page = client.get(ADMIN + "/").text
+        assert "disk: staging" in page and "disk nearly full" in page
+    env["LOADER_DISK_WARN_FREE_PCT"] = "0"
+    calm = Settings.from_env(env, env_file=None)
+    with TestClient(create_app(calm, admin_port=ADMIN_PORT)) as client:
+        assert "warning" not in client.get("/health").json()

@@ -17,6 +17,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from loader.disk import free_space
 from loader.gateway.accesslog import AccessLog, access_log
 from loader.gateway.auth import header_value, signature_ok, write_key_from
 from loader.gateway.committer import Committer
@@ -154,12 +155,18 @@ class Gateway:
         payload: dict[str, Any] = {"status": "unavailable" if reason else "ok", "sources": self.sources.count}
         if reason:
             payload["reason"] = reason
+        # A nearly full disk is a warning, not a 503: what is staged is still safe, and a 503 would
+        # only hold Customer.io back sooner. Staging's own failure, when it comes, is the 503 above.
+        with contextlib.suppress(OSError):
+            warning = (await asyncio.to_thread(free_space, self.settings)).warning
+            if warning:
+                payload["warning"] = warning
         return JSONResponse(payload, status_code=503 if reason else 200)
 
     async def metrics(self, request: Request) -> Response:
         from loader.metrics import render
 
-        body, content_type = await asyncio.to_thread(render, self.staging)
+        body, content_type = await asyncio.to_thread(render, self.staging, self.settings)
         return Response(body, media_type=content_type)
 
     async def dashboard(self, request: Request) -> Response:

@@ -11,6 +11,7 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
+from loader.disk import describe, summary
 from loader.gateway.funnel_query import IDS, Filters, Funnel, encode_message, read
 from loader.settings import Settings
 from loader.staging import LANDED, PENDING, QUARANTINED, Staging
@@ -201,6 +202,17 @@ def _source_section(settings: Settings, sources: list[Source], source: Source, f
     return "".join(out)
 
 
+def _disk(settings: Settings) -> str:
+    """One line: each part's bytes on this host, the free space, and a warning when it runs low."""
+    try:
+        d = summary(settings)
+    except OSError as exc:
+        return f'<p class="muted">disk use unavailable ({escape(type(exc).__name__)})</p>'
+    line = describe(d)
+    warning = f'<p class="note"><strong>{escape(d["warning"])}</strong></p>' if d["warning"] else ""
+    return f'<p class="muted">{escape(line)}</p>{warning}'
+
+
 def render(settings: Settings, staging: Staging, params: Mapping[str, str] | None = None) -> str:
     """The whole page; `params` is the query string (source, channel, from, to, message)."""
     params = params or {}
@@ -221,6 +233,7 @@ def render(settings: Settings, staging: Staging, params: Mapping[str, str] | Non
         for s in sources
     ]
     summary = _table(["source", "schema", "backlog", "landed", "quarantined", "last landing"], rows)
+    summary += _disk(settings)
     wanted = params.get("source")
     source = next((s for s in sources if wanted in (s.schema, s.name)), sources[0] if sources else None)
     section = _source_section(settings, sources, source, Filters.parse(params)) if source else ""
