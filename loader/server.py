@@ -34,9 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("loader.lander")
 
 ARCHIVE_PURGE_EVERY_S = 3600.0
-# Landed bodies go to the archive once a minute: a file per source and day each time (~1,440 a day at
-# most), and staging holds at most a minute of landed bodies.
-ARCHIVE_EVERY_S = 60.0
 DISK_WARN_EVERY_S = 600.0
 _disk_warned_at = -DISK_WARN_EVERY_S
 LANDER_NICENESS = 10
@@ -148,7 +145,7 @@ def lander_loop(settings: Settings, stop: threading.Event) -> None:
             if time.monotonic() >= next_archive:
                 archive_now(settings, staging, archive, purge=time.monotonic() >= next_purge)
                 next_purge = max(next_purge, time.monotonic() + ARCHIVE_PURGE_EVERY_S)
-                next_archive = time.monotonic() + ARCHIVE_EVERY_S
+                next_archive = time.monotonic() + settings.archive_every_s
             if maintenance.due():
                 maintain(maintenance, lander)
             if not result.full:

@@ -48,6 +48,7 @@ class Settings:
     archive_retention_days: int = 0
     archive_dir: str = ""  # empty: <data_dir>/archive
     disk_warn_free_pct: float = 10.0
+    archive_every_s: float = 60.0
     log_json: bool = False
     lake_maintenance_s: float = 30.0
     lake_keep_s: float = 600.0
@@ -95,6 +96,7 @@ class Settings:
                 Path(env.get("LOADER_ARCHIVE_DIR") or data_dir / "archive").expanduser().resolve()
             ),
             disk_warn_free_pct=_percent(env, "LOADER_DISK_WARN_FREE_PCT", 10.0),
+            archive_every_s=_positive(env, "LOADER_ARCHIVE_EVERY_S", 60.0),
             log_json=env.get("LOADER_LOG_JSON", "").lower() in ("1", "true", "yes"),
             lake_maintenance_s=_positive(env, "LOADER_LAKE_MAINTENANCE_S", 30.0),
             lake_keep_s=_positive(env, "LOADER_LAKE_KEEP_S", 600.0),

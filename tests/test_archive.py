@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx2
+import pytest
 from sqlalchemy import create_engine
 
 from loader import service
@@ -18,7 +20,7 @@ from loader.settings import Settings
 from loader.staging import Incoming, Staging
 from loader.staging.tables import metadata
 from tests.conftest import make_settings, rows
-from tests.procs import cli, loader_env
+from tests.procs import Server, cli, loader_env, query_json, wait_for
 
 KEY = "K-archive-000001"
 METRICS = ("sent", "delivered", "opened", "clicked", "bounced", "converted")
@@ -217,3 +219,41 @@ def test_disk_use_per_part_and_a_nearly_full_disk(tmp_path: Path) -> None:
     calm = Settings.from_env(env, env_file=None)
     with TestClient(create_app(calm, admin_port=ADMIN_PORT)) as client:
         assert "warning" not in client.get("/health").json()
+
+
+@pytest.mark.slow
+def test_serve_archives_as_it_lands_and_a_retry_over_http_adds_nothing(tmp_path: Path) -> None:
+    """Real processes: `loader serve` moves landed bodies to the archive on its schedule; Customer.io
+    retrying an archived event gets a 200 and lands nothing; replay re-lands from the archive."""
+    env = loader_env(tmp_path / "data", LOADER_ARCHIVE_EVERY_S="0.5")
+    settings = Settings.from_env(env, env_file=None)
+    cli(env, "source", "add", "Archive", "--write-key", KEY)
+    bodies = realistic_bodies(200, seed=21)
+    server = Server(env, tmp_path / "serve.log")
+    try:
+        with httpx2.Client(base_url=server.url, params={"writeKey": KEY}) as client:
+            for raw in bodies:
+                assert client.post("/v1/webhook", content=raw).status_code == 200
+
+            def archived() -> bool:
+                return (
+                    json.loads(cli(env, "status", "--json"))[0]["archive_bytes"] > 0 and not staged_bodies()
+                )
+
+            def staged_bodies() -> int:
+                with service.services(settings) as (staging, _):
+                    return len(staging.landed(1000)) + staging.pending_count()
+
+            wait_for("the landed bodies archived", archived)
+            for raw in bodies[:20]:  # retries of archived events
+                assert client.post("/v1/webhook", content=raw).status_code == 200
+            wait_for("the retries dropped", lambda: staged_bodies() == 0)
+        assert query_json(env, "SELECT count(*) AS n FROM archive.tracks")[0]["n"] == len(bodies)
+        assert cli(env, "replay", "Archive").startswith(f"queued {len(bodies)} archived")
+        wait_for("the replay landed and archived", lambda: staged_bodies() == 0)
+        assert query_json(env, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM archive.tracks") == [
+            {"n": len(bodies), "d": len(bodies)}
+        ]
+    finally:
+        server.stop()
+    assert "archived" in server.output()
