@@ -516,6 +516,33 @@ def bench_year(work: Path, results: dict[str, Any]) -> None:
         results[f"year_{view}_s"] = round(time.perf_counter() - started, 2)
 
 
+ARCHIVE_EVENTS = 20_000 if QUICK else 100_000
+
+
+def bench_archive(work: Path, results: dict[str, Any]) -> None:
+    """A backfill of realistic bodies (tests/test_archive.py's: ULID ids, random delivery ids and
+    addresses), then the bytes staging and the archive keep per event, against the bodies' own."""
+    from loader import service
+    from loader.backfill import backfill
+    from tests.test_archive import disk_bytes, realistic_bodies
+
+    settings = Settings.from_env({"LOADER_DATA_DIR": str(work / "archive")}, env_file=None)
+    service.source_add(settings, "Archive", write_key=KEY)
+    bodies = realistic_bodies(ARCHIVE_EVENTS)
+    file = work / "archive-bodies.jsonl"
+    file.write_bytes(b"\n".join(bodies) + b"\n")
+    started = time.perf_counter()
+    backfill(settings, str(file), "Archive", progress=False)
+    results["archive_backfill_s"] = round(time.perf_counter() - started, 1)
+    used = disk_bytes(settings)
+    raw = sum(len(b) for b in bodies)
+    results["archive_events"] = len(bodies)
+    results["archive_body_bytes_per_event"] = round(raw / len(bodies))
+    results["archive_staging_bytes_per_event"] = round(used["staging"] / len(bodies), 1)
+    results["archive_archive_bytes_per_event"] = round(used["archive"] / len(bodies), 1)
+    results["archive_kept_vs_bodies"] = round((used["staging"] + used["archive"]) / raw, 3)
+
+
 def bench_dlt(work: Path, bodies: list[bytes], results: dict[str, Any]) -> None:
     try:
         import dlt
@@ -599,6 +626,9 @@ def print_table(results: dict[str, Any]) -> None:
         ("dashboard on it: default page, s (median of 3)", "year_dashboard_default_s", ""),
         ("dashboard on it: one message over the year, s", "year_dashboard_message_year_s", ""),
         ("message_funnel / _by_message / _daily on it, s", "year_views_s", ""),
+        ("backfilled realistic bodies, bytes each", "archive_body_bytes_per_event", ""),
+        ("kept per event after landing: staging / archive, bytes", "archive_bytes_per_event", ""),
+        ("staging + archive / the bodies", "archive_kept_vs_bodies", "target ≤ 0.5"),
     ]
     if results.get("maint_land_ms_first_tenth") is not None:
         results = {
@@ -606,6 +636,12 @@ def print_table(results: dict[str, Any]) -> None:
             "maint_land_ms": f"{results['maint_land_ms_first_tenth']} / "
             f"{results['maint_land_ms_last_tenth']}",
             "maint_query_ms": f"{results['maint_query_ms_first']} / {results['maint_query_ms_last']}",
+        }
+    if results.get("archive_staging_bytes_per_event") is not None:
+        results = {
+            **results,
+            "archive_bytes_per_event": f"{results['archive_staging_bytes_per_event']} / "
+            f"{results['archive_archive_bytes_per_event']}",
         }
     if results.get("year_message_funnel_s") is not None:
         views = ("message_funnel", "message_funnel_by_message", "message_funnel_daily")
@@ -643,6 +679,10 @@ def main() -> int:
             bench_year(work, results)
         except Exception as exc:
             results["year_error"] = f"{type(exc).__name__}: {exc}"
+        try:
+            bench_archive(work, results)
+        except Exception as exc:
+            results["archive_error"] = f"{type(exc).__name__}: {exc}"
         try:
             bench_maintenance(work, results)
         except Exception as exc:
