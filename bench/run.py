@@ -209,7 +209,8 @@ def pct(values: list[float], q: float) -> float:
 
 def bench_http(work: Path, results: dict[str, Any]) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOADER_")}
-    env.update(LOADER_DATA_DIR=str(work / "serve"), LOADER_LOG_JSON="0")
+    # Freshness is read from staging's landed_at: the bodies stay there (not archived) for the run.
+    env.update(LOADER_DATA_DIR=str(work / "serve"), LOADER_LOG_JSON="0", LOADER_ARCHIVE_EVERY_S="86400")
     subprocess.run(
         [PY, "-m", "loader", "source", "add", "Bench", "--write-key", KEY],
         env=env,
