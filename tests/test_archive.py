@@ -90,8 +90,16 @@ def test_a_backfill_leaves_staging_and_archive_under_half_the_bodies(tmp_path: P
         assert staging.landed(10) == []  # and no body
 
 
-def test_replay_relands_every_archived_body_once(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def staging_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Staging in its SQLite file, or in a fresh PostgreSQL database (several hosts)."""
+    if request.param == "sqlite":
+        return {}
+    return {"LOADER_STAGING_URL": str(request.getfixturevalue("pg_url"))}
+
+
+def test_replay_relands_every_archived_body_once(tmp_path: Path, staging_env: dict[str, str]) -> None:
+    settings = make_settings(tmp_path, **staging_env)
     service.source_add(settings, "Archive", write_key=KEY)
     bodies = realistic_bodies(3_000, seed=9)
     backfill(settings, tmp_path, bodies)
@@ -114,10 +122,12 @@ def test_replay_relands_every_archived_body_once(tmp_path: Path) -> None:
     assert status["landed"] == len(bodies)
 
 
-def test_a_retry_of_an_archived_event_within_the_window_lands_nothing(tmp_path: Path) -> None:
+def test_a_retry_of_an_archived_event_within_the_window_lands_nothing(
+    tmp_path: Path, staging_env: dict[str, str]
+) -> None:
     from loader.transform import event_key, id_of_key
 
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, **staging_env)
     added = service.source_add(settings, "Archive", write_key=KEY)
     bodies = realistic_bodies(50, seed=3)
     backfill(settings, tmp_path, bodies)

@@ -18,7 +18,7 @@ from loader.staging import Incoming, Staging
 from loader.staging.store import claim_token
 from loader.staging.tables import staged
 from loader.transform import event_key, id_of_key, message_id
-from tests.conftest import payload, post
+from tests.conftest import payload, post, rows
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -118,7 +118,12 @@ def test_a_body_backfilled_after_its_webhook_is_staged_once(
     file.write_bytes(json.dumps(json.loads(body)).encode() + b"\n")  # the same event, other bytes
     backfill(settings, str(file), source.source.name, progress=False)
     with service.services(settings) as (staging, _):
-        assert len(staged_rows(staging)) == 1
+        assert staged_rows(staging) == []  # landed, then moved to the archive: once
+    from loader.staging.archive import Archive
+    from loader.staging.archiving import read_archived
+
+    assert len(list(read_archived(Archive(settings.archive_path), source.source.id, None, None))) == 1
+    assert rows(settings, "SELECT count(*) AS n FROM customer_io_prod.tracks") == [{"n": 1}]
 
 
 @pytest.mark.parametrize(
