@@ -77,7 +77,7 @@ def backfill(settings: Settings, tmp_path: Path, bodies: list[bytes]) -> Any:
 def test_a_backfill_leaves_staging_and_archive_under_half_the_bodies(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     service.source_add(settings, "Archive", write_key=KEY)
-    bodies = realistic_bodies(30_000)
+    bodies = realistic_bodies(12_000)
     raw = sum(len(b) for b in bodies)
     result = backfill(settings, tmp_path, bodies)
     assert result.landed == len(bodies)
@@ -101,7 +101,7 @@ def staging_env(request: pytest.FixtureRequest) -> dict[str, str]:
 def test_replay_relands_every_archived_body_once(tmp_path: Path, staging_env: dict[str, str]) -> None:
     settings = make_settings(tmp_path, **staging_env)
     service.source_add(settings, "Archive", write_key=KEY)
-    bodies = realistic_bodies(3_000, seed=9)
+    bodies = realistic_bodies(1_000, seed=9)
     backfill(settings, tmp_path, bodies)
     before = rows(settings, "SELECT id, uuid_ts FROM archive.tracks ORDER BY id")
     assert service.replay(settings, "Archive", None, None) == len(bodies)
@@ -159,7 +159,7 @@ def test_an_older_staging_file_moves_its_landed_bodies_to_the_archive(tmp_path: 
     metadata.create_all(old)  # as the older version made it: without incremental auto-vacuum
     old.dispose()
     cli(env, "source", "add", "Archive", "--write-key", KEY)
-    bodies = realistic_bodies(5_000, seed=11)
+    bodies = realistic_bodies(1_500, seed=11)
     with service.services(settings) as (staging, warehouse):
         [source] = service.load_sources(staging)
         from loader.transform import event_key, id_of_key
