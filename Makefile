@@ -24,11 +24,11 @@ run: install migrate ## install, migrate, create a demo source if none, serve on
 migrate: install ## upgrade every source's schema to the newest revision
 	$(BIN)/loader migrate
 
-test: install ## run the whole test suite (DuckDB and the local PostgreSQL)
-	$(BIN)/python -m pytest -q
+test: install ## run the whole test suite (DuckDB and the local PostgreSQL), three tests at a time
+	$(BIN)/python -m pytest -q -n 3 --dist worksteal
 
 test-fast: install ## the tests that start no server process
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 3 --dist worksteal -m "not slow"
 
 lint: install ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check loader migrations tests bench
