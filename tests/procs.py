@@ -52,7 +52,10 @@ def query_json(env: dict[str, str], sql: str) -> list[dict[str, Any]]:
 class Server:
     """`loader serve` in a child process; stop() is a clean shutdown, kill() a kill -9."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 1) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, workers: int = 1, own_group: bool = False
+    ) -> None:
+        """`own_group`: serve leads a process group of its own, for a test that kills the whole group."""
         self.port, self.admin_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"  # the dashboard and /metrics
@@ -74,10 +77,11 @@ class Server:
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            start_new_session=own_group,
         )
         self.wait_healthy()
 
-    def wait_healthy(self, timeout_s: float = 30.0) -> None:
+    def wait_healthy(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -125,7 +129,7 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def wait_for(what: str, check: Any, timeout_s: float = 30.0) -> Any:
+def wait_for(what: str, check: Any, timeout_s: float = 60.0) -> Any:
     """What `check()` returns once it is truthy; fails the test after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while not (found := check()):

@@ -32,7 +32,7 @@ def post_all(url: str, bodies: list[bytes], acked: list[int], failed: list[int],
             (acked if ok else failed).append(offset + i)
 
 
-def wait_for_count(env: dict[str, str], sql: str, expected: int, timeout_s: float = 30) -> int:
+def wait_for_count(env: dict[str, str], sql: str, expected: int, timeout_s: float = 60) -> int:
     deadline = time.monotonic() + timeout_s
     got = -1
     while time.monotonic() < deadline:
@@ -109,7 +109,7 @@ def test_postgres_warehouse_outage(tmp_path: Path, pg_url: str) -> None:
         assert status[0]["staged_backlog"] > 0
         with admin.connect() as conn:
             conn.execute(text(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true'))
-        landed = wait_for_count(env, "SELECT count(*) AS n FROM outage.tracks", len(bodies), timeout_s=30)
+        landed = wait_for_count(env, "SELECT count(*) AS n FROM outage.tracks", len(bodies), timeout_s=60)
         assert landed == len(bodies)
     finally:
         with admin.connect() as conn:
