@@ -86,14 +86,22 @@ class LakeWriter(DuckDBSqlWriter):
         self._lock = landing_lock(self.lake)
 
     def run_alone(self, statements: list[str]) -> None:
-        """Run statements, each committing on its own, while no lander lands. A merge's new files are
-        synced right after its commit: DuckLake offers no moment before it."""
+        """Run statements, each in a transaction of its own, while no lander lands. The files a
+        statement writes (a merge's) are on disk before the commit that names them: DuckLake writes
+        them during the call and changes the catalog only at the commit."""
         with self._lock.held():
             raw = self.engine.raw_connection()
+            con: Any = raw.driver_connection
             try:
                 for statement in statements:
-                    with self.lake.files_synced():
-                        raw.driver_connection.execute(statement).fetchall()  # type: ignore[union-attr]
+                    con.execute("BEGIN TRANSACTION")
+                    try:
+                        with self.lake.files_synced():
+                            con.execute(statement).fetchall()
+                    except BaseException:
+                        con.execute("ROLLBACK")
+                        raise
+                    con.execute("COMMIT")
             finally:
                 raw.close()
 
