@@ -48,6 +48,17 @@ static int lock_file(const char *name) {
     return fd;
 }
 
+/* A line in a file of the shadow's own: where the cut came, the root folder's identity. */
+static void note(const char *name, const char *line) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", shadow, name);
+    FILE *out = fopen(path, "w");
+    if (out) {
+        fprintf(out, "%s\n", line);
+        fclose(out);
+    }
+}
+
 static int cut_has_come(void) {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/CUT", shadow);
@@ -72,13 +83,7 @@ static void maybe_cut(const char *path) {
     long n = (pread(fd, buf, sizeof buf - 1, 0) > 0 ? atol(buf) : 0) + 1;
     int len = snprintf(buf, sizeof buf, "%ld\n", n);
     if (ftruncate(fd, 0) == 0 && pwrite(fd, buf, (size_t)len, 0) == len && n == cut_after) {
-        char marker[PATH_MAX];
-        snprintf(marker, sizeof marker, "%s/CUT", shadow);
-        FILE *out = fopen(marker, "w");
-        if (out) {
-            fprintf(out, "%s\n", path);
-            fclose(out);
-        }
+        note("CUT", path);
         kill(0, SIGKILL);
         for (;;) pause();
     }
@@ -152,32 +157,25 @@ static void record(int fd) {
     int held = lock_file(lock);
     if (is_dir) copy_entries(fd, key);
     else copy_bytes(fd, key);
-    if (path[root_len] == 0) {
-        char dest[PATH_MAX];
-        snprintf(dest, sizeof dest, "%s/root", shadow);
-        FILE *out = fopen(dest, "w");
-        if (out) {
-            fprintf(out, "%s\n", key);
-            fclose(out);
-        }
-    }
+    if (path[root_len] == 0) note("root", key);
     if (held >= 0) close(held);
+}
+
+/* Record what the sync makes durable, then make the real call (looked up once, by name). */
+static int synced(int fd, int (**real)(int), const char *name) {
+    if (!*real) *real = (int (*)(int))dlsym(RTLD_NEXT, name);
+    int saved = errno;
+    if (root && shadow) record(fd);
+    errno = saved;
+    return (*real)(fd);
 }
 
 int fsync(int fd) {
     static int (*real)(int);
-    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
-    int saved = errno;
-    if (root && shadow) record(fd);
-    errno = saved;
-    return real(fd);
+    return synced(fd, &real, "fsync");
 }
 
 int fdatasync(int fd) {
     static int (*real)(int);
-    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
-    int saved = errno;
-    if (root && shadow) record(fd);
-    errno = saved;
-    return real(fd);
+    return synced(fd, &real, "fdatasync");
 }
