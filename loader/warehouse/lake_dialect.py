@@ -55,8 +55,8 @@ def _root(url: str, read_only: bool) -> Any:
             if not read_only:
                 lake.prepare()
             # DuckDB's external file cache keeps what it read of every Parquet file, those merged away
-            # and deleted too: in the lander it grew ~100 MB every 600 small batches with maintenance.
-            # The OS caches local files anyway.
+            # and deleted too, so a long-running lander grew and slowed with every merge. The OS caches
+            # local files anyway.
             config: dict[str, Any] = {
                 "autoinstall_known_extensions": False,
                 "enable_external_file_cache": False,
