@@ -422,8 +422,10 @@ def bench_maintenance(work: Path, results: dict[str, Any]) -> None:
     (replaced files kept 1 s, not 600: the run is compressed in time): the files a table has, live and
     on disk, and whether landing and querying get slower as batches pile up."""
     from loader import service
+    from loader.backfill import backfill
     from loader.staging import Incoming
     from loader.transform import event_key, id_of_key
+    from loader.warehouse.engine import make_warehouse_engine
     from loader.warehouse.maintenance import Maintenance
 
     settings = Settings.from_env({"LOADER_DATA_DIR": str(work / "maint")}, env_file=None)
@@ -476,9 +478,6 @@ def bench_maintenance(work: Path, results: dict[str, Any]) -> None:
     service.source_add(ref, "Maint", write_key=KEY)
     file = work / "maint-bodies.jsonl"
     file.write_bytes(b"\n".join(body(i, "M") for i in range(MAINT_BATCHES * 6)) + b"\n")
-    from loader.backfill import backfill
-    from loader.warehouse.engine import make_warehouse_engine
-
     backfill(ref, str(file), "Maint", progress=False)
     results["maint_query_ms_same_rows_at_once"] = round(
         maint_query_ms(make_warehouse_engine(ref.warehouse_url), "maint"), 1

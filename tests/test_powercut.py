@@ -35,7 +35,7 @@ CUTS = {
     "landing-commit": ("lake.sqlite-wal", 1),  # the catalog's commit, before staging is told
     "archive": ("/archive/", 1),  # an archive file, before its bodies leave staging
     "archive-later": ("/archive/", 6),  # after earlier archive files' bodies left staging
-    "maintenance": ("/lake.files/", 40),  # later files: merges, flushes of inlined rows
+    "maintenance": ("/lake.files/", 40),  # later files: landings and merges
 }
 
 
@@ -134,7 +134,7 @@ def test_a_power_cut_loses_no_acknowledged_event(tmp_path: Path, shim: Path, cut
         wait_for(f"the power cut at {fragment}", lambda: server.proc.poll() is not None, 90)
     finally:
         if server.proc.poll() is None:
-            os.killpg(server.proc.pid, 9)
+            os.killpg(server.proc.pid, signal.SIGKILL)
         server.kill()
     wait_for_group_to_end(server.proc.pid)
     assert shadow.cut_at(), "serve ended without the power cut"
