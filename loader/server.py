@@ -42,6 +42,9 @@ LANDER_NICENESS = 10
 # ~70 MB when catching up a 100,000-body backlog, for no clear gain in time). `loader flush` and
 # backfills use every core and parse ahead.
 LANDER_DUCKDB_THREADS = 1
+# Lake maintenance between two batches runs steps (one table's merge is ~70 ms) until this is spent, so
+# the events that arrive meanwhile wait a step, not a whole round.
+MAINTENANCE_STEP_S = 0.1
 # serve's lander shares the machine with the gateway for as long as it runs: its DuckDB keeps at most this
 # much of the warehouse in memory (WRITER_MEMORY_MB says why; a batch that needs more raises it: MemoryCap).
 # The HTTP part of make bench, serve and lander at their peak: 273-279 MB at 32 MB, 294-307 at 64, 324 at
@@ -184,7 +187,7 @@ def archive_now(settings: Settings, staging: Staging, archive: Archive, purge: b
 def maintain(maintenance: Maintenance, lander: Lander) -> None:
     """Lake maintenance between batches; a failure is logged and tried again at its next turn."""
     try:
-        maintenance.run(lander.writer)
+        maintenance.step(lander.writer, MAINTENANCE_STEP_S)
     except Exception as exc:
         m().lander_errors.labels("maintenance").inc()
         log.warning("lake maintenance failed (%s: %s); trying again later", type(exc).__name__, exc)

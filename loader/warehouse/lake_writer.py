@@ -85,19 +85,19 @@ class LakeWriter(DuckDBSqlWriter):
         self.lake = Lake.from_url(engine.url)
         self._lock = landing_lock(self.lake)
 
-    def run_alone(self, statements: list[str]) -> None:
-        """Run statements, each in a transaction of its own, while no lander lands. The files a
-        statement writes (a merge's) are on disk before the commit that names them: DuckLake writes
-        them during the call and changes the catalog only at the commit."""
+    def run_alone(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Run statements (with their parameters), each in a transaction of its own, while no lander
+        lands. The files a statement writes (a merge's) are on disk before the commit that names them:
+        DuckLake writes them during the call and changes the catalog only at the commit."""
         with self._lock.held():
             raw = self.engine.raw_connection()
             con: Any = raw.driver_connection
             try:
-                for statement in statements:
+                for statement, params in statements:
                     con.execute("BEGIN TRANSACTION")
                     try:
                         with self.lake.files_synced():
-                            con.execute(statement).fetchall()
+                            con.execute(statement, params).fetchall()
                     except BaseException:
                         con.execute("ROLLBACK")
                         raise
