@@ -85,6 +85,7 @@ class Maintenance:
         if not self._pending:
             self._begin(writer)
         started = time.perf_counter()
+        self._one(writer)
         while self._pending and time.perf_counter() - started < budget_s:
             self._one(writer)
 
