@@ -11,6 +11,7 @@ the events that arrived meanwhile that much worse."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -75,10 +76,7 @@ class Maintenance:
 
     def run(self, writer: Any) -> None:
         """A whole round at once (the next round, if one is under way, is finished first)."""
-        if not self._pending:
-            self._begin(writer)
-        while self._pending:
-            self._one(writer)
+        self.step(writer, math.inf)
 
     def step(self, writer: Any, budget_s: float) -> None:
         """Part of a round: steps until `budget_s` is spent (at least one), then back to landing."""
