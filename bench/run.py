@@ -218,16 +218,18 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def bench_http(work: Path, results: dict[str, Any]) -> None:
+def serve_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment for a `loader serve` of our own on a new data dir, with the Bench source added."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOADER_")}
+    env.update(LOADER_DATA_DIR=str(data_dir), LOADER_LOG_JSON="0", **settings)
+    add = [PY, "-m", "loader", "source", "add", "Bench", "--write-key", KEY]
+    subprocess.run(add, env=env, check=True, capture_output=True)
+    return env
+
+
+def bench_http(work: Path, results: dict[str, Any]) -> None:
     # Freshness is read from staging's landed_at: the bodies stay there (not archived) for the run.
-    env.update(LOADER_DATA_DIR=str(work / "serve"), LOADER_LOG_JSON="0", LOADER_ARCHIVE_EVERY_S="86400")
-    subprocess.run(
-        [PY, "-m", "loader", "source", "add", "Bench", "--write-key", KEY],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    env = serve_env(work / "serve", LOADER_ARCHIVE_EVERY_S="86400")
     wrk = ensure_wrk()
     gw_port, bare_port = free_port(), free_port()
     gateway = start_gateway(env, gw_port)
@@ -376,10 +378,7 @@ def bench_analyst_lag(work: Path, results: dict[str, Any]) -> None:
     """#21's item 3: how far behind the 200s an analyst's own session is, at 400 events/s of every type,
     while two other analysts hold a connection and long transactions."""
     data = work / "analysts"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOADER_")}
-    env.update(LOADER_DATA_DIR=str(data), LOADER_LOG_JSON="0")
-    add = [PY, "-m", "loader", "source", "add", "Bench", "--write-key", KEY]
-    subprocess.run(add, env=env, check=True, capture_output=True)
+    env = serve_env(data)
     attach = subprocess.run(
         [PY, "-m", "loader", "attach-sql"], env=env, check=True, capture_output=True, text=True
     ).stdout
